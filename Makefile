@@ -1,0 +1,37 @@
+# supportkit: `make setup` then `make model` on a fresh machine; `make demo` serves; `make test` tests.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+HOST ?= 127.0.0.1
+PORT ?= 8000
+SYSTEM_PACKAGES := prometheus chromium chromium-driver
+
+.PHONY: setup system python model demo test bench
+
+setup: system python
+
+# Real parts the tests run against: a Prometheus server, headless Chromium. Needs root (or sudo) and apt.
+system:
+	@if command -v apt-get >/dev/null; then \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  missing=$$(for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	  if [ -n "$$missing" ]; then $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; fi; \
+	else echo "apt-get not found: install $(SYSTEM_PACKAGES) yourself for the browser and Prometheus tests"; fi
+
+# torch==2.13.0 goes in alone first: its CPU build, so that no other package pulls a CUDA build.
+python:
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[serve,train,eval,dev]'
+
+model:
+	$(VENV)/bin/supportkit model prepare
+
+demo: python model
+	$(VENV)/bin/supportkit serve --host $(HOST) --port $(PORT)
+
+test:
+	$(PY) -m pytest
+
+bench:
+	$(PY) benchmarks/serve_bench.py

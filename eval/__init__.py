@@ -1,0 +1,1 @@
+"""Evaluation: answers from live endpoints, a judge panel, statistics and a ranking report."""

@@ -1,0 +1,1 @@
+"""Serving: engine, adapter registry, chat service, FastAPI app, Gradio demo, metrics."""

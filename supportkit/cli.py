@@ -1,0 +1,19 @@
+"""Entry point of the `supportkit` console command. Each step's commands live in that step's package."""
+
+import typer
+
+from eval.cli import app as eval_app
+from serve.cli import app as serve_app
+from supportkit.model_commands import app as model_app
+from train.cli import data_app, train_app
+
+app = typer.Typer(help="supportkit: build, measure, serve and judge a telecom support assistant.", no_args_is_help=True)
+app.add_typer(model_app, name="model")
+app.add_typer(data_app, name="data")
+app.add_typer(train_app, name="train")
+app.add_typer(eval_app, name="eval")
+app.registered_commands += serve_app.registered_commands
+app.registered_groups += serve_app.registered_groups
+
+if __name__ == "__main__":
+    app()

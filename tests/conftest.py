@@ -1,0 +1,114 @@
+"""Shared fixtures: tiny models and adapters built in-process, and a real kit server on loopback."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    """A tiny random Qwen2 (hidden 64, 2 layers) with a real tokenizer and the kit's chat template."""
+    from common.tiny import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("models") / "tiny-qwen2", "qwen2")
+
+
+@pytest.fixture(scope="session")
+def tiny_gemma(tmp_path_factory) -> Path:
+    """A tiny random Gemma3 with a sliding-window layer (window 32) beside a full-attention one."""
+    from common.tiny import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("models") / "tiny-gemma3", "gemma3")
+
+
+@pytest.fixture(scope="session")
+def adapter_store(tiny_model, tmp_path_factory) -> Path:
+    """Two adapters with non-zero LoRA weights: `support-a` (q,v; r=8) and `support-b` (all 7 modules; r=4)."""
+    from common.tiny import LORA_MODULES, build_random_adapter
+
+    store = tmp_path_factory.mktemp("adapters")
+    build_random_adapter(tiny_model, store / "support-a", r=8, target_modules=("q_proj", "v_proj"), seed=1)
+    build_random_adapter(tiny_model, store / "support-b", r=4, target_modules=LORA_MODULES, seed=2)
+    return store
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class LiveServer:
+    """`supportkit serve` in a subprocess on loopback; `url` is its base URL."""
+
+    def __init__(self, args: list[str], env: dict[str, str] | None = None, log: Path | None = None):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = log
+        full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+        out = open(log, "wb") if log else subprocess.DEVNULL
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "supportkit.cli", "serve", "--host", "127.0.0.1", "--port", str(self.port), *args],
+            cwd=ROOT, env=full_env, stdout=out, stderr=subprocess.STDOUT,
+        )
+
+    def wait_ready(self, timeout: float = 120) -> "LiveServer":
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                tail = self.log.read_text()[-3000:] if self.log else ""
+                raise RuntimeError(f"server exited with {self.proc.returncode}\n{tail}")
+            try:
+                if httpx.get(self.url + "/health", timeout=2).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.3)
+        raise TimeoutError(f"server not ready after {timeout}s")
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        return self.proc.wait()
+
+
+@pytest.fixture(scope="session")
+def server_factory(tmp_path_factory):
+    """Start kit servers; all are stopped at the end of the session."""
+    started: list[LiveServer] = []
+
+    def start(*args: str, env: dict[str, str] | None = None) -> LiveServer:
+        log = tmp_path_factory.mktemp("server") / "server.log"
+        srv = LiveServer(list(args), env=env, log=log)
+        started.append(srv)
+        return srv.wait_ready()
+
+    yield start
+    for srv in started:
+        srv.stop()
+
+
+ADMIN_TOKEN = "test-admin-token-0123456789"
+
+
+@pytest.fixture(scope="session")
+def live_server(server_factory, tiny_model, adapter_store) -> LiveServer:
+    """One shared kit server: the tiny Qwen2 with the two adapters of `adapter_store`, admin routes on."""
+    return server_factory(
+        "--model", str(tiny_model), "--adapters", str(adapter_store), "--dtype", "float32",
+        env={"SUPPORTKIT_ADMIN_TOKEN": ADMIN_TOKEN},
+    )

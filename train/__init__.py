@@ -1,0 +1,1 @@
+"""Training: synthetic telecom data, the LoRA recipe, the sweep, and reports."""
