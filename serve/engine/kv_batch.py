@@ -1,0 +1,83 @@
+"""The running batch's KV cache: rows of different lengths, left-padded, joined and dropped between steps.
+
+The cache holds full keys and values for every layer (sliding-window layers too); attention masks are built
+here, per row and per layer type, from each cache column's absolute position and validity. The model gets
+them prepared (a dict by layer type, or one 4D mask), so it never has to guess positions from padding.
+"""
+
+from __future__ import annotations
+
+import torch
+from transformers import DynamicCache
+
+
+def attention_masks(q_pos: torch.Tensor, k_pos: torch.Tensor, k_valid: torch.Tensor, window: int | None, by_type: bool):
+    """Boolean masks [B, 1, Q, K] (True = attend): causal, padding, and the sliding window where it applies."""
+    q = q_pos[:, None, :, None]
+    k = k_pos[:, None, None, :]
+    full = k_valid[:, None, None, :] & (k <= q)
+    if not by_type:
+        return full
+    masks = {"full_attention": full}
+    masks["sliding_attention"] = full & (q - k < window) if window else full
+    return masks
+
+
+class BatchCache:
+    """A DynamicCache over B rows plus, per cache column, its absolute position and whether it is real."""
+
+    def __init__(self):
+        self.cache: DynamicCache | None = None
+        self.pos: torch.Tensor | None = None  # [B, T] long
+        self.valid: torch.Tensor | None = None  # [B, T] bool
+
+    @property
+    def size(self) -> int:
+        return 0 if self.pos is None else self.pos.shape[0]
+
+    @staticmethod
+    def _pad_left(t: torch.Tensor, n: int, dim: int, value=0) -> torch.Tensor:
+        if n == 0:
+            return t
+        shape = list(t.shape)
+        shape[dim] = n
+        return torch.cat([torch.full(shape, value, dtype=t.dtype, device=t.device), t], dim=dim)
+
+    def append_row(self, row_cache: DynamicCache, length: int) -> None:
+        """Add a freshly prefilled single-row cache of `length` tokens at the end of the batch."""
+        device = row_cache.layers[0].keys.device
+        pos = torch.arange(length, device=device)[None]
+        valid = torch.ones(1, length, dtype=torch.bool, device=device)
+        if self.cache is None:
+            self.cache, self.pos, self.valid = row_cache, pos, valid
+            return
+        t_batch, t_row = self.pos.shape[1], length
+        pad_b, pad_r = max(0, t_row - t_batch), max(0, t_batch - t_row)
+        for mine, theirs in zip(self.cache.layers, row_cache.layers):
+            mine.keys = torch.cat([self._pad_left(mine.keys, pad_b, 2), self._pad_left(theirs.keys, pad_r, 2)])
+            mine.values = torch.cat([self._pad_left(mine.values, pad_b, 2), self._pad_left(theirs.values, pad_r, 2)])
+        self.pos = torch.cat([self._pad_left(self.pos, pad_b, 1), self._pad_left(pos, pad_r, 1)])
+        self.valid = torch.cat([self._pad_left(self.valid, pad_b, 1, False), self._pad_left(valid, pad_r, 1, False)])
+
+    def keep_rows(self, keep: list[int]) -> None:
+        """Drop every row not in `keep`, then the leading columns that are padding in all remaining rows."""
+        if not keep:
+            self.cache = self.pos = self.valid = None
+            return
+        idx = torch.tensor(keep, device=self.pos.device)
+        valid = self.valid.index_select(0, idx)
+        start = int(valid.any(0).nonzero()[0])
+        for layer in self.cache.layers:
+            layer.keys = layer.keys.index_select(0, idx)[:, :, start:]
+            layer.values = layer.values.index_select(0, idx)[:, :, start:]
+        self.pos = self.pos.index_select(0, idx)[:, start:]
+        self.valid = valid[:, start:]
+
+    def step_inputs(self, next_pos: torch.Tensor):
+        """Key positions and validity for a decode step that appends one token per row at `next_pos` [B]."""
+        k_pos = torch.cat([self.pos, next_pos[:, None]], dim=1)
+        k_valid = torch.cat([self.valid, torch.ones_like(next_pos, dtype=torch.bool)[:, None]], dim=1)
+        return k_pos, k_valid
+
+    def commit_step(self, k_pos: torch.Tensor, k_valid: torch.Tensor) -> None:
+        self.pos, self.valid = k_pos, k_valid
