@@ -1,1 +1,0 @@
-"""Training: synthetic telecom data, the LoRA recipe, the sweep, and reports."""

@@ -1,0 +1,1 @@
+"""Synthetic support conversations: glossary -> scenarios -> conversations (offline or via an endpoint)."""

@@ -1,0 +1,228 @@
+"""Conversation generation through a live model endpoint (OpenAI-compatible or TGI), resumable and cached.
+
+Each conversation takes two calls: the customer's first message, then the agent's reply to it, each from a
+prompt template in train/configs/prompts/. Every raw answer is appended to a cache file keyed by everything
+that determines it (endpoint kind, model, prompt, sampling settings, attempt), so a re-run after a failure or
+a kill never pays for an answer twice: it sends only the calls that are missing. Answers that fail validation
+are cached too (they were paid for) and retried with the next attempt's seed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from train.data.glossary import PROMPTS, Scenario
+
+API_KEY_ENV = "SUPPORTKIT_GENERATE_API_KEY"
+MARKERS = ("<start_of_turn>", "<end_of_turn>", "<|im_start|>", "<|im_end|>", "Customer:", "Agent:")
+
+
+class EndpointError(Exception):
+    """The endpoint failed for good (after retries, or with an error that retrying cannot fix)."""
+
+
+class InvalidOutput(Exception):
+    pass
+
+
+@dataclass
+class EndpointSettings:
+    url: str
+    model: str
+    api: str = "openai"  # "openai" (POST /v1/chat/completions) or "tgi" (POST /generate)
+    temperature: float = 0.8
+    max_tokens: int = 256
+    concurrency: int = 4
+    retries: int = 4
+    backoff_s: float = 1.0
+    timeout_s: float = 120.0
+    max_invalid: int = 3
+    min_chars: int = 20
+    max_chars: int = 2000
+    seed: int = 0
+
+
+@dataclass
+class GenerationStats:
+    requests: int = 0
+    cache_hits: int = 0
+    invalid: int = 0
+    retried: int = 0
+    failed: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return {"requests": self.requests, "cache_hits": self.cache_hits, "invalid": self.invalid,
+                "retried": self.retried, "failed": len(self.failed)}
+
+
+class ResponseCache:
+    """Append-only JSONL of {key, text}; loaded once, appended under a lock and flushed at each answer."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._lock = threading.Lock()
+        self._data: dict[str, str] = {}
+        if path.is_file():
+            for line in path.read_text().splitlines():
+                try:
+                    row = json.loads(line)
+                    self._data[row["key"]] = row["text"]
+                except (ValueError, KeyError):
+                    continue  # a line cut short by a kill: that answer is simply asked again
+        path.parent.mkdir(parents=True, exist_ok=True)
+
+    def get(self, key: str) -> str | None:
+        return self._data.get(key)
+
+    def put(self, key: str, text: str) -> None:
+        with self._lock:
+            self._data[key] = text
+            with self.path.open("a") as f:
+                f.write(json.dumps({"key": key, "text": text}) + "\n")
+                f.flush()
+                os.fsync(f.fileno())
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+
+def load_prompt(name: str, prompts_dir: Path = PROMPTS) -> str:
+    path = prompts_dir / f"{name}.txt"
+    if not path.is_file():
+        raise FileNotFoundError(f"prompt template {path} does not exist")
+    return path.read_text()
+
+
+class EndpointGenerator:
+    def __init__(self, settings: EndpointSettings, cache: ResponseCache, system: str,
+                 prompts_dir: Path = PROMPTS, post: Callable | None = None):
+        import httpx
+
+        self.s = settings
+        self.cache = cache
+        self.system = system
+        self.customer_prompt = load_prompt("customer", prompts_dir)
+        self.agent_prompt = load_prompt("agent", prompts_dir)
+        self.stats = GenerationStats()
+        self._stats_lock = threading.Lock()
+        headers = {"Authorization": f"Bearer {os.environ[API_KEY_ENV]}"} if os.environ.get(API_KEY_ENV) else {}
+        self._client = httpx.Client(base_url=settings.url.rstrip("/"), headers=headers, timeout=settings.timeout_s)
+        self._post = post or self._client.post
+
+    def close(self) -> None:
+        self._client.close()
+
+    def _count(self, attr: str) -> None:
+        with self._stats_lock:
+            setattr(self.stats, attr, getattr(self.stats, attr) + 1)
+
+    # --- one call -------------------------------------------------------------------------------------------
+    def _request(self, prompt: str, seed: int) -> str:
+        s = self.s
+        if s.api == "tgi":
+            path = "/generate"
+            body = {"inputs": prompt, "parameters": {
+                "max_new_tokens": s.max_tokens, "temperature": s.temperature or None, "seed": seed,
+                "do_sample": s.temperature > 0}}
+        else:
+            path = "/v1/chat/completions"
+            body = {"model": s.model, "messages": [{"role": "user", "content": prompt}],
+                    "temperature": s.temperature, "max_tokens": s.max_tokens, "seed": seed}
+        import httpx
+
+        for attempt in range(s.retries + 1):
+            try:
+                resp = self._post(path, json=body)
+                self._count("requests")
+                if resp.status_code == 429 or resp.status_code >= 500:
+                    raise httpx.HTTPStatusError(f"HTTP {resp.status_code}", request=resp.request, response=resp)
+                if resp.status_code >= 400:
+                    raise EndpointError(f"{path} answered {resp.status_code}: {resp.text[:300]}")
+                data = resp.json()
+                return data["generated_text"] if s.api == "tgi" else data["choices"][0]["message"]["content"]
+            except (httpx.TransportError, httpx.HTTPStatusError) as exc:
+                if attempt == s.retries:
+                    raise EndpointError(f"{path} failed after {s.retries + 1} attempts: {exc}") from exc
+                self._count("retried")
+                time.sleep(s.backoff_s * 2**attempt * (0.5 + random.random()))
+            except (ValueError, KeyError, IndexError, TypeError) as exc:
+                raise EndpointError(f"{path} answered something that is not a {s.api} response: {exc}") from exc
+        raise AssertionError("unreachable")
+
+    def _key(self, prompt: str, seed: int) -> str:
+        s = self.s
+        ident = json.dumps([s.api, s.model, prompt, s.temperature, s.max_tokens, seed])
+        return hashlib.sha256(ident.encode()).hexdigest()
+
+    def _validated(self, prompt: str, seed: int, validate: Callable[[str], str]) -> str:
+        """A cached or fresh answer that passes validation, trying up to max_invalid seeds."""
+        for attempt in range(self.s.max_invalid):
+            key = self._key(prompt, seed + 7919 * attempt)
+            text = self.cache.get(key)
+            if text is None:
+                text = self._request(prompt, seed + 7919 * attempt)
+                self.cache.put(key, text)
+            else:
+                self._count("cache_hits")
+            try:
+                return validate(text)
+            except InvalidOutput:
+                self._count("invalid")
+        raise InvalidOutput(f"no valid answer after {self.s.max_invalid} attempts")
+
+    def _check(self, text: str, other: str = "") -> str:
+        text = text.strip().strip('"').strip()
+        for label in ("Customer:", "Agent:"):  # a leading role label is harmless; strip it
+            text = text[len(label):].strip() if text.startswith(label) else text
+        for marker in MARKERS:
+            text = text.split(marker)[0].strip() if marker.startswith("<") else text
+        if len(text) < self.s.min_chars:
+            raise InvalidOutput("too short")
+        if len(text) > self.s.max_chars:
+            raise InvalidOutput("too long")
+        if any(m in text for m in MARKERS[4:]):
+            raise InvalidOutput("contains a role label: the model wrote a transcript")
+        if other and text == other.strip():
+            raise InvalidOutput("repeats the customer's message")
+        return text
+
+    # --- one conversation -----------------------------------------------------------------------------------
+    def conversation(self, sc: Scenario, k: int) -> list[dict[str, str]]:
+        seed = int(hashlib.sha256(f"{self.s.seed}:{sc.id}:{k}".encode()).hexdigest()[:8], 16)
+        fields = {
+            "term": sc.term.term, "definition": sc.term.definition, "symptom": sc.term.symptom,
+            "check": sc.term.check, "cause_name": sc.cause.name, "cause_explanation": sc.cause.explanation,
+            "steps": "; ".join(sc.cause.steps), "escalation": sc.cause.escalation,
+            "context_name": sc.context.name, "context_description": sc.context.description,
+            "system_prompt": self.system,
+        }
+        customer = self._validated(self.customer_prompt.format(**fields), seed, self._check)
+        agent_prompt = self.agent_prompt.format(**fields, customer_message=customer)
+        agent = self._validated(agent_prompt, seed + 1, lambda t: self._check(t, customer))
+        return [{"role": "system", "content": self.system}, {"role": "user", "content": customer},
+                {"role": "assistant", "content": agent}]
+
+    def run(self, scenarios: list[Scenario], per_scenario: int, progress: Callable[[int, int], None] | None = None):
+        """Generate all conversations; returns (scenario, k, messages) for those that succeeded, in grid order."""
+        jobs = [(sc, k) for sc in scenarios for k in range(per_scenario)]
+        done: dict[tuple[str, int], tuple] = {}
+        with ThreadPoolExecutor(max_workers=max(1, self.s.concurrency)) as pool:
+            futures = {pool.submit(self.conversation, sc, k): (sc, k) for sc, k in jobs}
+            for n, fut in enumerate(as_completed(futures), 1):
+                sc, k = futures[fut]
+                try:
+                    done[(sc.id, k)] = (sc, k, fut.result())
+                except (EndpointError, InvalidOutput) as exc:
+                    self.stats.failed.append(f"{sc.id}.{k}: {exc}")
+                if progress:
+                    progress(n, len(jobs))
+        return [done[(sc.id, k)] for sc, k in jobs if (sc.id, k) in done]
