@@ -359,28 +359,35 @@ def _cuda_available() -> bool:
 def open_meter(device: str = "cpu", *, source: str | None = None, powercap_root: str | Path = POWERCAP_ROOT,
                nvml: Any = None, cpu_watts_per_thread: float = DEFAULT_CPU_WATTS_PER_THREAD,
                ram_watts_per_gb: float = DEFAULT_RAM_WATTS_PER_GB) -> EnergyMeter:
-    """The best meter for ``device`` ("cpu", "cuda" or "auto"): nvml for cuda, else rapl, else estimate.
+    """The best meter for ``device``: nvml for "cuda" / "cuda:N", rapl for "cpu", else an estimate.
 
-    ``source`` forces one source ("nvml", "rapl", "estimate") and raises EnergyMeterError if it cannot
-    be used. Otherwise the reasons each better source was passed over are kept in ``meter.notes``.
+    "auto" means cuda when torch sees a GPU. ``source`` forces one source ("nvml", "rapl", "estimate")
+    and raises EnergyMeterError if it cannot be used. Otherwise the reasons each better source was
+    passed over are kept in ``meter.notes``.
     """
-    if device not in ("cpu", "cuda", "auto"):
-        raise EnergyMeterError(f"unknown device {device!r}: use cpu, cuda or auto")
     if source is not None and source not in SOURCES:
         raise EnergyMeterError(f"unknown energy source {source!r}: use one of {', '.join(SOURCES)}")
     if device == "auto":
         device = "cuda" if _cuda_available() else "cpu"
+    kind, _, index = device.partition(":")
+    gpus: list[str] | None = None
+    if kind == "cuda" and index:
+        if not index.isdigit():
+            raise EnergyMeterError(f"unknown device {device!r}")
+        # "cuda:1" is the second *visible* GPU, which CUDA_VISIBLE_DEVICES may name differently.
+        visible = visible_gpus()
+        gpus = [visible[int(index)] if visible is not None and int(index) < len(visible) else index]
 
     factories: dict[str, Callable[[], EnergyMeter]] = {
-        "nvml": lambda: NvmlMeter(nvml=nvml),
+        "nvml": lambda: NvmlMeter(nvml=nvml, devices=gpus),
         "rapl": lambda: RaplMeter(powercap_root),
         "estimate": lambda: EstimateMeter(cpu_watts_per_thread, ram_watts_per_gb),
     }
     if source is not None:
         return factories[source]()
     # On a GPU the work, and the energy, is the GPU's: the host's share is not added to it.
-    order = ["nvml", "estimate"] if device == "cuda" else ["rapl", "estimate"]
-    notes: list[str] = []
+    order = {"cuda": ["nvml", "estimate"], "cpu": ["rapl", "estimate"]}.get(kind, ["estimate"])
+    notes: list[str] = [] if kind in ("cuda", "cpu") else [f"no energy counter for device {device!r}"]
     for name in order:
         try:
             meter = factories[name]()

@@ -94,11 +94,13 @@ def test_open_meter_without_powercap_falls_back_to_estimate_and_says_why(tmp_pat
     assert any(note.startswith("rapl:") for note in meter.notes)
 
 
-def test_open_meter_rejects_unknown_device_and_source():
-    with pytest.raises(EnergyMeterError, match="device"):
-        open_meter("tpu")
+def test_open_meter_rejects_unknown_source_and_estimates_devices_without_counter():
     with pytest.raises(EnergyMeterError, match="source"):
         open_meter("cpu", source="guess")
+    with pytest.raises(EnergyMeterError, match="device"):
+        open_meter("cuda:x")
+    meter = open_meter("mps")
+    assert meter.source == "estimate" and meter.notes == ["no energy counter for device 'mps'"]
 
 
 def test_reading_difference_refuses_mixed_sources():
@@ -341,6 +343,14 @@ def test_cuda_without_nvml_counter_falls_back_to_estimate(nvml, monkeypatch):
 def test_open_meter_cuda_picks_nvml(monkeypatch):
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
     assert open_meter("cuda", nvml=FakeNvml([123])).source == "nvml"
+
+
+def test_open_meter_cuda_index_is_counted_among_visible_gpus(monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,0")
+    nvml = FakeNvml([0, 0, 0])
+    meter = open_meter("cuda:1", nvml=nvml)  # the second visible GPU is physical GPU 0
+    nvml.counters = [5_000, 0, 9_000]
+    assert meter.source == "nvml" and meter.joules() == pytest.approx(5.0)
 
 
 @pytest.mark.parametrize("value, expected", [(None, None), ("", []), ("0,1", ["0", "1"]),

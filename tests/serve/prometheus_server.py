@@ -35,8 +35,12 @@ SUPPORTKIT_METRICS: dict[str, tuple[str, tuple[str, ...]]] = {
     "supportkit_adapter_load_failures_total": ("counter", ()),
     "supportkit_lora_requests_info": ("gauge", ("max_lora", "running_lora_adapters", "waiting_lora_adapters")),
     "supportkit_handoffs_total": ("counter", ("adapter",)),
+    # Beyond the first list: TGI's tgi_request_generated_tokens, and adapters holding a GPU/CPU slot.
+    "supportkit_request_generated_tokens": ("histogram", ("adapter",)),
+    "supportkit_adapters_resident": ("gauge", ()),
 }
-REQUEST_OUTCOMES = ("success", "error", "rejected")
+# cancelled: the client went away mid-generation (the request ran, and its energy still counts).
+REQUEST_OUTCOMES = ("success", "error", "rejected", "cancelled")
 ENERGY_PHASES = ("prefill", "decode")
 
 
