@@ -7,7 +7,6 @@ Grafana dashboard are checked against.
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import Callable
@@ -15,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+
+from tests.conftest import free_port
 
 # name -> (type, labels). Counter names include `_total`; histograms expose _bucket/_sum/_count.
 SUPPORTKIT_METRICS: dict[str, tuple[str, tuple[str, ...]]] = {
@@ -51,12 +52,6 @@ def series_names() -> dict[str, str]:
         suffixes = ("_bucket", "_sum", "_count") if kind == "histogram" else ("",)
         names.update({metric + s: metric for s in suffixes})
     return names
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class PrometheusError(RuntimeError):
