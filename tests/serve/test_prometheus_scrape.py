@@ -121,6 +121,22 @@ def test_dashboard_names_only_contract_metrics_and_labels():
     assert re.fullmatch(r"label_values\((\w+), adapter\)", variable).group(1) in known
 
 
+def test_dashboard_panels_fit_the_grid_without_overlap():
+    data = json.loads(DASHBOARD.read_text())
+    cells: dict[tuple[int, int], str] = {}
+    ids = [p["id"] for p in data["panels"]]
+    assert len(ids) == len(set(ids)), "panel ids must be unique"
+    for p in data["panels"]:
+        g = p["gridPos"]
+        assert 0 <= g["x"] and g["x"] + g["w"] <= 24, p["title"]
+        for x in range(g["x"], g["x"] + g["w"]):
+            for y in range(g["y"], g["y"] + g["h"]):
+                assert (x, y) not in cells, f"{p['title']} overlaps {cells[(x, y)]}"
+                cells[(x, y)] = p["title"]
+        if p["type"] != "row":
+            assert p["datasource"]["uid"] == "${datasource}" and p["targets"], p["title"]
+
+
 def test_dashboard_expressions_parse_in_prometheus(exporter_and_prometheus):
     _, prom = exporter_and_prometheus
     for title, expr in dashboard_expressions():
