@@ -1,5 +1,52 @@
-"""`supportkit serve` (filled in by the serving core)."""
+"""`supportkit serve`: every option is also an environment variable (SUPPORTKIT_SERVE_*)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
 
 import typer
 
 app = typer.Typer()
+
+
+@app.command()
+def serve(
+    model: Annotated[str | None, typer.Option(help="Base model directory (default: embedded Gemma 3 270M)")] = None,
+    adapters: Annotated[Path | None, typer.Option(help="Adapter store directory (default: the kit's shipped adapters)")] = None,
+    host: Annotated[str | None, typer.Option(help="Bind address [default: 127.0.0.1]")] = None,
+    port: Annotated[int | None, typer.Option(help="Port [default: 8000]")] = None,
+    dtype: Annotated[str | None, typer.Option(help="auto | float32 | bfloat16 | float16")] = None,
+    device: Annotated[str | None, typer.Option(help="auto | cpu | cuda | cuda:N")] = None,
+    max_batch_size: Annotated[int | None, typer.Option(help="Requests decoded together")] = None,
+    log_level: Annotated[str, typer.Option(help="debug | info | warning")] = "info",
+):
+    """Serve the base model and the adapter store over OpenAI- and TGI-compatible HTTP APIs."""
+    import logging
+
+    import uvicorn
+    from pydantic import ValidationError
+    from rich.console import Console
+
+    from common.models import ModelError, resolve_model_dir
+    from serve.settings import ServeSettings
+
+    console = Console(stderr=True)
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        settings = ServeSettings.from_cli(model=model, adapters=adapters, host=host, port=port, dtype=dtype,
+                                          device=device, max_batch_size=max_batch_size)
+        model_dir = resolve_model_dir(settings.model)
+    except ValidationError as exc:
+        console.print(f"[red]invalid setting:[/red] {exc}")
+        raise typer.Exit(2)
+    except ModelError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2)
+    if not settings.adapters.is_dir():
+        console.print(f"[yellow]adapter store {settings.adapters} does not exist; serving the base model only[/yellow]")
+
+    from serve.app import create_app
+
+    uvicorn.run(create_app(settings, model_dir), host=settings.host, port=settings.port, log_level=log_level,
+                timeout_graceful_shutdown=30)

@@ -392,7 +392,7 @@ class LocalEngine:
             tail = row.decoder.flush()
             row.text += tail
             delta += tail
-        token = Token(token_id, delta, logprob, special, top)
+        token = Token(token_id, delta, logprob, special, top, last=row.finish_reason is not None)
         row.tokens.append(token)
         row.handle.emit(token)
 

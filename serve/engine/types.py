@@ -48,6 +48,7 @@ class Token:
     logprob: float | None = None
     special: bool = False
     top_tokens: list["Token"] | None = None
+    last: bool = False  # the request's final token: its result follows at once
 
 
 @dataclass

@@ -1,0 +1,1 @@
+"""HTTP routes: thin layers that translate a protocol (TGI, OpenAI, admin) to the chat service and engine."""

@@ -1,0 +1,33 @@
+"""Admin routes (bearer token): list, load from the store, unload adapters at run time."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from serve.api.deps import AdminDep, EngineDep, RegistryDep
+from serve.registry import describe
+
+router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[AdminDep])
+
+
+@router.get("/adapters")
+async def list_adapters(engine: EngineDep, registry: RegistryDep):
+    """Loaded adapters, adapters the store holds but that were refused (with the reason), and slot use."""
+    return {
+        "adapters": [describe(w, engine.name) for _, w in sorted(engine.adapters().items())],
+        "failed": registry.failed,
+        "resident": engine.stats()["resident_adapters"],
+    }
+
+
+@router.post("/adapters/{name}", status_code=201)
+async def load_adapter(name: str, registry: RegistryDep):
+    """Load (or reload) the adapter `name` from the adapter store; a refused one answers why."""
+    return await registry.load(name)
+
+
+@router.delete("/adapters/{name}")
+async def unload_adapter(name: str, registry: RegistryDep):
+    """Unload an adapter; requests already running with it finish with it."""
+    await registry.unload(name)
+    return {"unloaded": name}

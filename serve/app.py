@@ -1,0 +1,85 @@
+"""The FastAPI application: state built once in the lifespan, routers, error handlers, limits."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.responses import Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+import serve
+from serve.api import admin_routes, errors, openai_routes, tgi_routes
+from serve.chat import ChatService
+from serve.metrics import Metrics
+from serve.registry import AdapterRegistry
+from serve.settings import ServeSettings
+
+log = logging.getLogger("supportkit.serve")
+
+
+def build_engine(settings: ServeSettings, model_dir):
+    from serve.engine.local import LocalEngine
+
+    return LocalEngine(
+        model_dir, dtype=settings.dtype, device=settings.device, max_batch_size=settings.max_batch_size,
+        max_queue=settings.max_queue, max_adapters=settings.max_adapters, max_lora_rank=settings.max_lora_rank,
+        max_input_tokens=settings.max_input_tokens, max_total_tokens=settings.max_total_tokens,
+    )
+
+
+def create_app(settings: ServeSettings, model_dir, engine=None) -> FastAPI:
+    """`engine` may be given (tests, a remote engine); else the local engine is built at start-up."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI):
+        eng = engine or await asyncio.to_thread(build_engine, settings, model_dir)
+        eng.start()
+        metrics = Metrics(eng, settings.metrics_max_adapters)
+        eng.on_finish = metrics.finished
+        registry = AdapterRegistry(eng, settings.adapters, metrics)
+        await registry.sync(initial=True)
+        app.state.settings, app.state.engine, app.state.metrics, app.state.registry = settings, eng, metrics, registry
+        app.state.chat = ChatService(eng, settings.system_prompt)
+        watcher = asyncio.create_task(registry.watch(settings.watch_interval_s)) if settings.watch_interval_s > 0 else None
+        log.info("serving %s with adapters %s", eng.name, sorted(eng.adapters()) or "none")
+        try:
+            yield
+        finally:
+            if watcher:
+                watcher.cancel()
+            eng.stop()
+
+    app = FastAPI(
+        title="supportkit", version=serve.__version__, lifespan=lifespan,
+        description="Telecom support assistant: OpenAI- and TGI-compatible APIs over a base model and LoRA adapters.",
+    )
+    app.state.metrics = None
+    errors.install(app, lambda: app.state.metrics)
+
+    @app.middleware("http")
+    async def limit_body(request: Request, call_next):
+        length = request.headers.get("content-length")
+        if length and length.isdigit() and int(length) > settings.max_request_bytes:
+            return errors.error_response(
+                request, 413, f"request body too large (limit {settings.max_request_bytes} bytes)", "validation"
+            )
+        return await call_next(request)
+
+    if settings.cors_origins:
+        from fastapi.middleware.cors import CORSMiddleware
+
+        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"],
+                           allow_headers=["Authorization", "Content-Type"])
+
+    @app.get("/metrics", tags=["monitoring"])
+    async def metrics_endpoint():
+        """Prometheus text format."""
+        return Response(generate_latest(app.state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    app.include_router(openai_routes.router)
+    app.include_router(admin_routes.router)
+    app.include_router(tgi_routes.router)  # last: its `/adapters/{name}` compat route is the most general
+    return app

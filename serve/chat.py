@@ -1,0 +1,53 @@
+"""The support-chat service: what the HTTP routes and the demo both call, in-process.
+
+It turns a conversation into a prompt with the right system prompt and chat template (the adapter's own,
+from its manifest, when it has them: serving then uses what the adapter was trained with).
+"""
+
+from __future__ import annotations
+
+from serve.engine.types import GenerationRequest, SamplingParams
+from serve.errors import AdapterNotFound, InvalidRequest
+
+
+class ChatService:
+    def __init__(self, engine, system_prompt: str):
+        self.engine = engine
+        self.system_prompt = system_prompt
+
+    @property
+    def base_name(self) -> str:
+        return self.engine.name
+
+    def adapter_for(self, model: str | None) -> str | None:
+        """`model` is the base model's name (or empty) for the base model, else an adapter's name."""
+        if not model or model == self.base_name:
+            return None
+        if model not in self.engine.adapters():
+            raise AdapterNotFound(
+                f"model {model!r} does not exist: it is neither the base model {self.base_name!r} nor a loaded adapter "
+                "(GET /v1/models lists them)"
+            )
+        return model
+
+    def system_prompt_for(self, adapter: str | None) -> str:
+        weights = self.engine.adapters().get(adapter) if adapter else None
+        return (weights.system_prompt if weights and weights.system_prompt else None) or self.system_prompt
+
+    def prompt(self, messages: list[dict], adapter: str | None) -> str:
+        if not messages:
+            raise InvalidRequest("messages must not be empty", param="messages")
+        if messages[-1]["role"] == "assistant":
+            raise InvalidRequest("the last message must come from the user", param="messages")
+        if not any(m["role"] == "system" for m in messages):
+            messages = [{"role": "system", "content": self.system_prompt_for(adapter)}, *messages]
+        weights = self.engine.adapters().get(adapter) if adapter else None
+        template = weights.chat_template if weights and weights.chat_template else None
+        try:
+            return self.engine.render_chat(messages, template)
+        except Exception as exc:  # a template that rejects the conversation (e.g. role order)
+            raise InvalidRequest(f"the conversation cannot be formatted: {exc}", param="messages") from exc
+
+    def request(self, messages: list[dict], model: str | None, params: SamplingParams) -> GenerationRequest:
+        adapter = self.adapter_for(model)
+        return GenerationRequest(prompt=self.prompt(messages, adapter), adapter=adapter, params=params)

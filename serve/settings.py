@@ -1,0 +1,55 @@
+"""Serving settings: flags > environment (SUPPORTKIT_SERVE_*) > defaults. Built once in the entry point."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import AliasChoices, Field, SecretStr
+from pydantic_settings import SettingsConfigDict
+
+from common.settings import KitSettings
+
+SHIPPED_ADAPTERS = Path(__file__).resolve().parent / "adapters"
+DEFAULT_SYSTEM_PROMPT = (
+    "You are a customer-support agent for a telecom operator. Help the customer with their fixed, mobile or "
+    "internet service: explain clearly, give concrete troubleshooting steps, and offer to hand over to a human "
+    "agent when you cannot solve the problem."
+)
+
+
+class ServeSettings(KitSettings):
+    model_config = SettingsConfigDict(env_prefix="SUPPORTKIT_SERVE_", extra="ignore", env_ignore_empty=True)
+
+    model: str | None = Field(None, description="Base model directory (HF format); default: the embedded Gemma 3 270M")
+    adapters: Path = Field(SHIPPED_ADAPTERS, description="Adapter store: one PEFT adapter per sub-directory")
+    host: str = "127.0.0.1"
+    port: int = 8000
+    dtype: str = Field("auto", pattern="^(auto|float32|bfloat16|float16)$")
+    device: str = "auto"
+    max_batch_size: int = Field(8, ge=1, le=256)
+    max_queue: int = Field(64, ge=1)
+    max_adapters: int = Field(8, ge=1, description="Adapter slots resident at once (least recently used is evicted)")
+    max_lora_rank: int = Field(64, ge=1)
+    max_input_tokens: int = Field(2048, ge=1)
+    max_total_tokens: int = Field(4096, ge=2)
+    max_new_tokens: int = Field(1024, ge=1, description="Upper bound a request may ask for")
+    default_max_new_tokens: int = Field(256, ge=1)
+    max_stop_sequences: int = 8
+    max_request_bytes: int = Field(1_000_000, description="Largest request body accepted")
+    request_timeout_s: float = Field(300.0, description="A generation still running after this is cancelled")
+    system_prompt: str = Field(DEFAULT_SYSTEM_PROMPT, description="Used when neither the chat nor the adapter has one")
+    watch_interval_s: float = Field(2.0, description="How often the adapter store is scanned; 0 disables")
+    cors_origins: list[str] = Field(default_factory=list, description="Allowed CORS origins; none by default")
+    metrics_max_adapters: int = Field(20, description="Adapters with their own metrics label; the rest are 'other'")
+    admin_token: SecretStr | None = Field(
+        None, validation_alias=AliasChoices("SUPPORTKIT_ADMIN_TOKEN", "admin_token"),
+        description="Bearer token for /admin; admin routes are disabled without one",
+    )
+    admin_token_file: Path | None = Field(None, validation_alias=AliasChoices("SUPPORTKIT_ADMIN_TOKEN_FILE", "admin_token_file"))
+
+    def token(self) -> str | None:
+        if self.admin_token and self.admin_token.get_secret_value():
+            return self.admin_token.get_secret_value()
+        if self.admin_token_file and self.admin_token_file.is_file():
+            return self.admin_token_file.read_text().strip() or None
+        return None
