@@ -1,0 +1,86 @@
+"""What a run leaves in the adapter store: adapter + manifest + energy report + loss curves, moved in atomically."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+import uuid
+from pathlib import Path
+
+from common.manifest import AdapterManifest, BaseModelRef, Energy, LoraSettings, Metrics, TrainingSettings, write_manifest
+from train.config import TrainConfig
+
+CURVES_NAME = "losses.png"
+CONFIG_NAME = "train_config.yaml"
+
+
+def staging_dir(store: Path, name: str) -> Path:
+    """A hidden directory inside the store (same filesystem, so the final rename is atomic; servers skip dot dirs)."""
+    store.mkdir(parents=True, exist_ok=True)
+    return store / f".staging-{name}-{uuid.uuid4().hex[:8]}"
+
+
+def publish(stage: Path, store: Path, name: str) -> Path:
+    """Rename the finished directory into place; an older adapter of the same name is moved aside, then deleted."""
+    target = store / name
+    old = None
+    if target.exists():
+        old = store / f".replaced-{name}-{int(time.time())}"
+        os.replace(target, old)
+    os.replace(stage, target)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+    return target
+
+
+def plot_losses(history: list[dict], path: Path, title: str) -> Path | None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    train = [(h["step"], h["loss"]) for h in history if "loss" in h]
+    val = [(h["step"], h["eval_loss"]) for h in history if "eval_loss" in h]
+    if not train and not val:
+        return None
+    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
+    if train:
+        ax.plot(*zip(*train), label="train loss")
+    if val:
+        ax.plot(*zip(*val), marker="o", label="val loss")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss (assistant tokens)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def build_manifest(cfg: TrainConfig, result, energy: dict, command: str, started: str, finished: str) -> AdapterManifest:
+    from common.models import model_fingerprint
+    from train.recipe import perplexity
+
+    return AdapterManifest(
+        name=cfg.name,
+        base_model=BaseModelRef(name=result.model_name, fingerprint=model_fingerprint(result.model_dir)),
+        lora=LoraSettings(r=cfg.r, alpha=cfg.alpha, dropout=cfg.dropout, target_modules=list(cfg.target_modules)),
+        training=TrainingSettings(
+            learning_rate=cfg.learning_rate, epochs=cfg.epochs, steps=result.global_step, seed=cfg.seed,
+            dataset_fingerprint=result.dataset_fingerprint, batch_size=cfg.batch_size, grad_accum=cfg.grad_accum,
+            max_length=cfg.max_length, lr_scheduler=cfg.lr_scheduler, train_examples=result.train_examples,
+            val_examples=result.val_examples, train_tokens=result.train_tokens, data=cfg.data,
+            device=result.device, resumed_from=result.resumed_from, train_runtime_s=result.train_runtime_s,
+        ),
+        metrics=Metrics(train_loss=result.train_loss, val_loss=result.val_loss, perplexity=perplexity(result.val_loss)),
+        energy=Energy(kwh=energy["kwh"], sources=energy["sources"], duration_s=energy["duration_s"],
+                      co2_kg=energy.get("co2_kg"), hardware=energy["hardware"]),
+        system_prompt=result.system_prompt or None,
+        chat_template=result.chat_template,
+        command=command,
+        started_at=started,
+        finished_at=finished,
+    )
