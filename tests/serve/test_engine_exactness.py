@@ -1,0 +1,79 @@
+"""The engine against transformers + peft run directly: same greedy tokens, with and without adapters,
+alone and in mixed batches, on both tiny families (Gemma3's sliding-window layer included)."""
+
+import asyncio
+
+import pytest
+
+from common.tiny import LORA_MODULES, build_random_adapter
+from serve.engine.local import LocalEngine
+from serve.engine.types import GenerationRequest, SamplingParams
+from tests.serve.reference import greedy_ids
+
+LONG = "My fibre connection drops every evening and the ONT light blinks red; I restarted the router twice. "
+
+
+@pytest.fixture(scope="module", params=["qwen2", "gemma3"])
+def setup(request, tiny_model, tiny_gemma, tmp_path_factory):
+    model_dir = tiny_model if request.param == "qwen2" else tiny_gemma
+    store = tmp_path_factory.mktemp(f"adapters-{request.param}")
+    a = build_random_adapter(model_dir, store / "qv", r=8, target_modules=("q_proj", "v_proj"), seed=11)
+    b = build_random_adapter(model_dir, store / "all", r=4, alpha=8, target_modules=LORA_MODULES, seed=12)
+    engine = LocalEngine(model_dir, dtype="float32", max_batch_size=8)
+    engine.start()
+    engine.load_adapter("qv", a)
+    engine.load_adapter("all", b)
+    yield model_dir, engine, {"qv": a, "all": b}
+    engine.stop()
+
+
+def _ids(result):
+    return [t.id for t in result.tokens]
+
+
+def test_greedy_matches_peft_generate(setup):
+    model_dir, engine, dirs = setup
+    prompt = engine.render_chat([{"role": "user", "content": LONG * 2}])  # longer than the sliding window
+    outputs = {}
+    for adapter in (None, "qv", "all"):
+        result = asyncio.run(engine.generate(GenerationRequest(prompt, adapter, SamplingParams(max_new_tokens=24))))
+        outputs[adapter] = _ids(result)
+        assert outputs[adapter] == greedy_ids(model_dir, prompt, 24, dirs.get(adapter)), adapter
+    assert outputs[None] != outputs["qv"] and outputs[None] != outputs["all"] and outputs["qv"] != outputs["all"]
+
+
+def test_mixed_batch_equals_one_at_a_time(setup):
+    _, engine, _ = setup
+    adapters = [None, "qv", "all", "qv", None, "all", "all", "qv"]
+    reqs = [
+        GenerationRequest(engine.render_chat([{"role": "user", "content": f"Question {i}: " + LONG * (i % 3 + 1)}]),
+                          adapter, SamplingParams(max_new_tokens=12 + i))
+        for i, adapter in enumerate(adapters)
+    ]
+
+    async def alone():
+        return [_ids(await engine.generate(r)) for r in reqs]
+
+    async def together():
+        return [_ids(r) for r in await asyncio.gather(*(engine.generate(r) for r in reqs))]
+
+    assert asyncio.run(together()) == asyncio.run(alone())
+
+
+def test_seeded_sampling_is_reproducible_and_stops(setup):
+    _, engine, _ = setup
+    prompt = engine.render_chat([{"role": "user", "content": "Is roaming included?"}])
+    params = dict(max_new_tokens=16, do_sample=True, temperature=0.9, top_p=0.95, top_k=50, seed=7)
+
+    def run(**kw):
+        return asyncio.run(engine.generate(GenerationRequest(prompt, "qv", SamplingParams(**{**params, **kw}))))
+
+    first, again, other = run(), run(), run(seed=8)
+    assert _ids(first) == _ids(again) and first.seed == 7
+    assert _ids(first) != _ids(other)
+    # A stop sequence taken from the generated text cuts it there.
+    text = first.text
+    assert len(text) > 3
+    stop = text[2:4]
+    stopped = run(stop=[stop])
+    assert stopped.finish_reason == "stop_sequence" and stop not in stopped.text and text.startswith(stopped.text)
