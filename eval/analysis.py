@@ -1,0 +1,191 @@
+"""From stored answers and judgments to the ranking: what ranking.json holds. Asks no endpoint.
+
+Each judge contributes battles per question: its pairwise verdicts (both orders) when it judges pairwise,
+else battles derived from its per-answer scores (reference similarity, or rubric means). The panel's score
+is one Bradley-Terry fit over all judges' battles; its CI resamples the questions.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+import numpy as np
+
+from eval.panel import RUBRIC_CRITERIA
+from eval.stats import (
+    Battle, battles_from_scores, bootstrap, bt_with_ci, fit_bradley_terry, kendall_tau, krippendorff_alpha,
+    mean_with_ci, pareto_front, percentile_ci, position_consistency, spearman,
+)
+
+
+def _judge_scores(records: list[dict], kind: str) -> dict[str, dict[str, float]]:
+    """{target: {question: score}} for this judge's ok records of a per-answer kind."""
+    scores: dict[str, dict[str, float]] = defaultdict(dict)
+    for r in records:
+        if r["kind"] == kind and r.get("status") == "ok":
+            value = r["score"] if kind == "reference" else float(np.mean([r["scores"][c] for c in RUBRIC_CRITERIA]))
+            scores[r["target"]][r["question_id"]] = value
+    return dict(scores)
+
+
+def _judge_battles(judge: dict, records: list[dict]) -> dict[str, list[Battle]]:
+    pairwise = [r for r in records if r["kind"] == "pairwise" and r.get("status") == "ok"]
+    if pairwise:
+        units: dict[str, list[Battle]] = defaultdict(list)
+        for r in pairwise:
+            outcome = 0.5 if r["winner"] == "tie" else float(r["winner"] == r["first"])
+            units[r["question_id"]].append((r["first"], r["second"], outcome))
+        return dict(units)
+    kind = "reference" if judge["kind"] == "reference" else "rubric"
+    return battles_from_scores(_judge_scores(records, kind), judge.get("tie_margin", 0.0) if kind == "reference" else 0.0)
+
+
+def _preferences(battles: dict[str, list[Battle]], anchor: str) -> dict[tuple[str, str], float]:
+    """Per (question, target): mean outcome of the target against the anchor (1 = target better)."""
+    acc: dict[tuple[str, str], list[float]] = defaultdict(list)
+    for unit, items in battles.items():
+        for a, b, outcome in items:
+            if b == anchor and a != anchor:
+                acc[(unit, a)].append(outcome)
+            elif a == anchor and b != anchor:
+                acc[(unit, b)].append(1 - outcome)
+    return {k: float(np.mean(v)) for k, v in acc.items()}
+
+
+def _usage(records: list[dict]) -> dict[str, Any]:
+    llm = [r for r in records if r["kind"] in ("rubric", "pairwise")]
+    return {
+        "judgments": len(records),
+        "missing": sum(r.get("status") == "missing" for r in records),
+        "prompt_tokens": sum((r.get("usage") or {}).get("prompt_tokens", 0) for r in llm),
+        "completion_tokens": sum((r.get("usage") or {}).get("completion_tokens", 0) for r in llm),
+        "cost_usd": round(sum(r.get("cost_usd") or 0.0 for r in llm), 6),
+    }
+
+
+def analyse(run_info: dict[str, Any], answers: list[dict], judgments: list[dict]) -> dict[str, Any]:
+    targets = run_info["targets"]
+    names = [t["name"] for t in targets]
+    anchor = run_info.get("anchor")
+    n_boot = run_info.get("bootstrap", 200)
+    by_judge: dict[str, list[dict]] = defaultdict(list)
+    for r in judgments:
+        if r.get("target", r.get("first")) in names:
+            by_judge[r["judge"]].append(r)
+
+    judges_out: dict[str, Any] = {}
+    panel_battles: dict[str, list[Battle]] = defaultdict(list)
+    judge_ratings: dict[str, dict[str, float]] = {}
+    preferences: dict[str, dict] = {}
+    for judge in run_info["judges"]:
+        records = by_judge.get(judge["name"], [])
+        battles = _judge_battles(judge, records)
+        for unit, items in battles.items():
+            panel_battles[unit].extend(items)
+        point, ci, _ = bt_with_ci(battles, names, anchor, n_boot, seed=1)
+        judge_ratings[judge["name"]] = point
+        if anchor:
+            preferences[judge["name"]] = _preferences(battles, anchor)
+        entry = {"kind": judge["kind"], "model": judge.get("model"), **_usage(records),
+                 "scores": {n: {"score": point[n], "ci": ci[n]} for n in point}}
+        if any(r["kind"] == "pairwise" for r in records):
+            entry["position"] = position_consistency([r for r in records if r["kind"] == "pairwise" and r.get("status") == "ok"])
+        judges_out[judge["name"]] = entry
+
+    # The panel: one fit over every judge's battles; the CI and the val-loss correlation share the resamples.
+    with_loss = [t for t in targets if t.get("val_loss") is not None]
+
+    def statistic(units):
+        ratings = fit_bradley_terry([b for u in units for b in panel_battles[u]], names, anchor)
+        out = dict(ratings)
+        scored = [t for t in with_loss if t["name"] in ratings]
+        if len(scored) >= 2:
+            out["_tau"] = kendall_tau([ratings[t["name"]] for t in scored], [-t["val_loss"] for t in scored])
+            out["_rho"] = spearman([ratings[t["name"]] for t in scored], [-t["val_loss"] for t in scored])
+        return out
+
+    units = sorted(panel_battles)
+    point = statistic(units) if units else {}
+    samples = bootstrap(units, statistic, n_boot, seed=0) if units else {}
+
+    rubric_judges = [j["name"] for j in run_info["judges"] if j["kind"] == "llm" and "rubric" in j.get("protocols", [])]
+    rubric_scores = {j: _judge_scores(by_judge.get(j, []), "rubric") for j in rubric_judges}
+    reference_scores = {j["name"]: _judge_scores(by_judge.get(j["name"], []), "reference")
+                        for j in run_info["judges"] if j["kind"] == "reference"}
+    per_answer = defaultdict(list)
+    for a in answers:
+        per_answer[a["target"]].append(a)
+
+    rows = []
+    for t in targets:
+        name = t["name"]
+        mine = per_answer.get(name, [])
+        joules = [a["energy_joules"] for a in mine if a.get("energy_joules") is not None]
+        row = {
+            "name": name, "is_base": t.get("is_base", False), "is_anchor": name == anchor,
+            "score": point.get(name), "ci": percentile_ci(samples.get(name, [])),
+            "answers": len(mine),
+            "latency_s": float(np.mean([a["latency_s"] for a in mine])) if mine else None,
+            "completion_tokens": float(np.mean([a["completion_tokens"] for a in mine if a.get("completion_tokens") is not None]))
+            if any(a.get("completion_tokens") is not None for a in mine) else None,
+            "joules_per_answer": float(np.mean(joules)) if joules else None,
+            "energy_source": sorted({a.get("energy_source") for a in mine if a.get("energy_joules") is not None}) or None,
+            "val_loss": t.get("val_loss"), "train_kwh": t.get("train_kwh"),
+            "rubric": {}, "reference_similarity": {},
+        }
+        for j, scores in rubric_scores.items():
+            mean, ci = mean_with_ci(scores.get(name, {}), n_boot, seed=2)
+            per_criterion = defaultdict(list)
+            for r in by_judge.get(j, []):
+                if r["kind"] == "rubric" and r["target"] == name and r.get("status") == "ok":
+                    for c in RUBRIC_CRITERIA:
+                        per_criterion[c].append(r["scores"][c])
+            row["rubric"][j] = {"mean": mean, "ci": ci, "n": len(scores.get(name, {})),
+                                "criteria": {c: float(np.mean(v)) for c, v in per_criterion.items()}}
+        for j, scores in reference_scores.items():
+            mean, ci = mean_with_ci(scores.get(name, {}), n_boot, seed=3)
+            row["reference_similarity"][j] = {"mean": mean, "ci": ci, "n": len(scores.get(name, {}))}
+        rows.append(row)
+    ranked = sorted([r for r in rows if r["score"] is not None], key=lambda r: -r["score"])
+    for rank, row in enumerate(ranked, 1):
+        row["rank"] = rank
+
+    def front(energy_field: str) -> list[str]:
+        points = {r["name"]: (r["score"], r[energy_field]) for r in rows
+                  if r["score"] is not None and r[energy_field] is not None}
+        return pareto_front(points) if points else []
+
+    pareto = {"joules_per_answer": front("joules_per_answer"), "train_kwh": front("train_kwh")}
+    for row in rows:
+        row["pareto"] = {k: row["name"] in v for k, v in pareto.items()}
+
+    judge_names = [j for j in judge_ratings if len(judge_ratings[j]) >= 2]
+    taus = {}
+    for i, a in enumerate(judge_names):
+        for b in judge_names[i + 1:]:
+            common = sorted(judge_ratings[a].keys() & judge_ratings[b].keys())
+            taus[f"{a} vs {b}"] = kendall_tau([judge_ratings[a][n] for n in common], [judge_ratings[b][n] for n in common])
+    rubric_units = sorted({(n, q) for s in rubric_scores.values() for n, qs in s.items() for q in qs})
+    pref_units = sorted({k for p in preferences.values() for k in p})
+    agreement = {
+        "kendall_tau": taus,
+        "alpha_rubric": krippendorff_alpha(
+            [[rubric_scores[j].get(n, {}).get(q, np.nan) for n, q in rubric_units] for j in rubric_judges]
+        ) if len(rubric_judges) >= 2 and rubric_units else None,
+        "alpha_preferences": krippendorff_alpha(
+            [[p.get(u, np.nan) for u in pref_units] for p in preferences.values()]
+        ) if len(preferences) >= 2 and pref_units else None,
+    }
+    scored = [t for t in with_loss if t["name"] in point]
+    val_loss = {
+        "targets": len(scored),
+        "kendall_tau": point.get("_tau"), "kendall_tau_ci": percentile_ci(samples.get("_tau", [])),
+        "spearman": point.get("_rho"), "spearman_ci": percentile_ci(samples.get("_rho", [])),
+        "note": "positive: the panel agrees with ranking by lower validation loss; near 0 or negative: it does not",
+    }
+    return {
+        "anchor": anchor, "questions": len({a["question_id"] for a in answers}), "bootstrap": n_boot,
+        "targets": ranked + [r for r in rows if r["score"] is None],
+        "judges": judges_out, "agreement": agreement, "val_loss_correlation": val_loss, "pareto": pareto,
+    }

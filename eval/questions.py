@@ -1,0 +1,89 @@
+"""Question files: JSONL with `id`, `question` (or `messages`) and an optional `reference`.
+
+The data step's conversation records (`{"id", "messages", "scenario", "split"}`) are valid question files:
+the prompt is every turn before the last assistant turn, and that turn is the reference. Records of another
+split than `test` are skipped, so the whole conversations file can be given.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+DEMO_QUESTIONS = Path(__file__).parent / "configs" / "questions-demo.jsonl"
+
+
+class QuestionFileError(ValueError):
+    """A question file that cannot be used; the message names the file and line."""
+
+
+@dataclass(frozen=True)
+class Question:
+    id: str
+    messages: list[dict[str, str]]
+    reference: str | None = None
+    scenario: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def text(self) -> str:
+        """The last user turn: what a judge is shown as the customer's question."""
+        return next((m["content"] for m in reversed(self.messages) if m["role"] == "user"), "")
+
+
+def parse_record(record: dict[str, Any], where: str) -> Question | None:
+    if not isinstance(record, dict) or "id" not in record:
+        raise QuestionFileError(f"{where}: each record needs an `id`")
+    qid = str(record["id"])
+    if record.get("split") not in (None, "test"):
+        return None
+    reference = record.get("reference")
+    if "messages" in record:
+        messages = record["messages"]
+        if not isinstance(messages, list) or not all(
+            isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
+            for m in messages
+        ):
+            raise QuestionFileError(f"{where}: `messages` must be a list of {{role, content}} strings")
+        last_assistant = max((i for i, m in enumerate(messages) if m["role"] == "assistant"), default=None)
+        if last_assistant is not None and last_assistant == len(messages) - 1:
+            reference = reference or messages[last_assistant]["content"]
+            messages = messages[:last_assistant]
+    elif isinstance(record.get("question"), str):
+        messages = [{"role": "user", "content": record["question"]}]
+    else:
+        raise QuestionFileError(f"{where}: each record needs `question` (a string) or `messages`")
+    if not any(m["role"] == "user" for m in messages):
+        raise QuestionFileError(f"{where}: no user turn to ask")
+    if reference is not None and not isinstance(reference, str):
+        raise QuestionFileError(f"{where}: `reference` must be a string")
+    return Question(qid, [dict(m) for m in messages], reference, dict(record.get("scenario") or {}))
+
+
+def load_questions(paths: list[Path], limit: int | None = None) -> list[Question]:
+    """All questions of the files in order; ids must be unique across files."""
+    questions: list[Question] = []
+    seen: set[str] = set()
+    for path in paths:
+        path = Path(path)
+        if not path.is_file():
+            raise QuestionFileError(f"question file not found: {path}")
+        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            if not line.strip():
+                continue
+            where = f"{path}:{n}"
+            try:
+                record = json.loads(line)
+            except ValueError as exc:
+                raise QuestionFileError(f"{where}: not JSON ({exc})") from None
+            question = parse_record(record, where)
+            if question is None:
+                continue
+            if question.id in seen:
+                raise QuestionFileError(f"{where}: duplicate question id {question.id!r}")
+            seen.add(question.id)
+            questions.append(question)
+    if not questions:
+        raise QuestionFileError(f"no questions in {', '.join(map(str, paths))}")
+    return questions[:limit] if limit else questions
