@@ -279,6 +279,7 @@ apiVersion: v1
 kind: PersistentVolumeClaim
 metadata:
   name: {{ .name }}
+  namespace: {{ .ctx.Release.Namespace }}
   labels:
     {{- include "supportkit.componentLabels" (dict "ctx" .ctx "component" .component) | nindent 4 }}
   annotations:
