@@ -27,6 +27,7 @@ class AdapterRegistry:
         self._failed_sig: dict[str, tuple] = {}
         self._seen: dict[str, tuple] = {}
         self._loaded_sig: dict[str, tuple] = {}
+        self._unloaded_sig: dict[str, tuple] = {}  # unloaded by an operator: stays so until the files change
         self._from_store: set[str] = set()
         self._locks: dict[str, asyncio.Lock] = {}
 
@@ -68,6 +69,7 @@ class AdapterRegistry:
                 log.warning("adapter refused: %s", exc.message)
                 raise
             self.failed.pop(name, None)
+            self._unloaded_sig.pop(name, None)
             self._from_store.add(name)
             self._loaded_sig[name] = self._signature(path)
             if self.metrics:
@@ -80,6 +82,8 @@ class AdapterRegistry:
         async with self._locks.setdefault(name, asyncio.Lock()):
             self.engine.unload_adapter(name)
             self._from_store.discard(name)
+            if self.store and (self.store / name).is_dir():
+                self._unloaded_sig[name] = self._signature(self.store / name)
             log.info("adapter %s unloaded", name)
 
     async def sync(self, initial: bool = False) -> None:
@@ -93,7 +97,7 @@ class AdapterRegistry:
                 continue
             stable = initial or self._seen.get(name) == sig
             self._seen[name] = sig
-            if not stable or self._failed_sig.get(name) == sig:
+            if not stable or sig in (self._failed_sig.get(name), self._unloaded_sig.get(name)):
                 continue
             if name in loaded and self._loaded_sig.get(name) == sig:
                 continue
