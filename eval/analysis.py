@@ -182,7 +182,7 @@ def analyse(run_info: dict[str, Any], answers: list[dict], judgments: list[dict]
         "targets": len(scored),
         "kendall_tau": point.get("_tau"), "kendall_tau_ci": percentile_ci(samples.get("_tau", [])),
         "spearman": point.get("_rho"), "spearman_ci": percentile_ci(samples.get("_rho", [])),
-        "note": "positive: the panel agrees with ranking by lower validation loss; near 0 or negative: it does not",
+        "note": "Positive: the panel agrees with ranking by lower validation loss; near 0 or negative: it does not",
     }
     return {
         "anchor": anchor, "questions": len({a["question_id"] for a in answers}), "bootstrap": n_boot,

@@ -16,7 +16,8 @@ from scipy import optimize, stats
 Battle = tuple[str, str, float]
 ELO_SCALE = 400 / math.log(10)
 ELO_BASE = 1000.0
-RIDGE = 1e-4  # keeps strengths finite when one target wins every battle
+PRIOR_TIES = 0.5  # one virtual tie (half a win each way) per pair that met: finite strengths when one side always wins
+RIDGE = 1e-6  # pins the level of targets that never met the anchor's component
 
 
 def fit_bradley_terry(battles: Sequence[Battle], names: Sequence[str], anchor: str | None = None) -> dict[str, float]:
@@ -31,6 +32,8 @@ def fit_bradley_terry(battles: Sequence[Battle], names: Sequence[str], anchor: s
         if a in index and b in index:
             wins[index[a], index[b]] += outcome
             wins[index[b], index[a]] += 1 - outcome
+    met = (wins + wins.T) > 0
+    wins += PRIOR_TIES * met
 
     def loss(beta: np.ndarray) -> tuple[float, np.ndarray]:
         diff = beta[:, None] - beta[None, :]
@@ -101,14 +104,14 @@ def battles_from_scores(scores: dict[str, dict[Hashable, float]], tie_margin: fl
 
 def kendall_tau(x: Sequence[float], y: Sequence[float]) -> float | None:
     """Kendall's tau-b (scipy); None when fewer than two items or a constant ranking leaves it undefined."""
-    if len(x) < 2:
+    if len(x) < 2 or len(set(x)) < 2 or len(set(y)) < 2:
         return None
     tau = stats.kendalltau(x, y).statistic
     return None if math.isnan(tau) else float(tau)
 
 
 def spearman(x: Sequence[float], y: Sequence[float]) -> float | None:
-    if len(x) < 2:
+    if len(x) < 2 or len(set(x)) < 2 or len(set(y)) < 2:
         return None
     rho = stats.spearmanr(x, y).statistic
     return None if math.isnan(rho) else float(rho)
