@@ -30,8 +30,8 @@ def _judge_scores(records: list[dict], kind: str) -> dict[str, dict[str, float]]
 
 
 def _judge_battles(judge: dict, records: list[dict]) -> dict[str, list[Battle]]:
-    pairwise = [r for r in records if r["kind"] == "pairwise" and r.get("status") == "ok"]
-    if pairwise:
+    if "pairwise" in judge.get("protocols", []):
+        pairwise = [r for r in records if r["kind"] == "pairwise" and r.get("status") == "ok"]
         units: dict[str, list[Battle]] = defaultdict(list)
         for r in pairwise:
             outcome = 0.5 if r["winner"] == "tie" else float(r["winner"] == r["first"])
