@@ -50,6 +50,8 @@ def run_job(settings: EvalSettings, log: Callable[[str], None] = print) -> dict[
                      "train_kwh": t.train_kwh, "manifest": t.manifest} for t in targets],
         "time": time.time(),
     }
+    if (out / RUN_FILE).is_file():
+        check_compatible(json.loads((out / RUN_FILE).read_text()), run_info, out)
     (out / RUN_FILE).write_text(json.dumps(run_info, indent=2) + "\n")
     log(f"{len(targets)} targets ({', '.join(t.name for t in targets)}), {len(questions)} questions, "
         f"{len(panel.judges)} judges")
@@ -75,6 +77,19 @@ def run_job(settings: EvalSettings, log: Callable[[str], None] = print) -> dict[
         raise JobError(f"{judged.failed} judgments failed on endpoint errors (the report leaves them out; "
                        "re-run to ask only those):\n  " + "\n  ".join(judged.failures))
     return files
+
+
+def check_compatible(old: dict[str, Any], new: dict[str, Any], out: Path) -> None:
+    """Stored answers and judgments are reused by key: refuse a re-run whose answers or verdicts would differ."""
+    changed = [k for k in ("endpoint", "api", "decoding") if old.get(k) != new.get(k)]
+    old_judges = {j["name"]: j for j in old.get("judges", [])}
+    for judge in new["judges"]:
+        before = old_judges.get(judge["name"])
+        if before and any(before.get(k) != judge.get(k) for k in ("kind", "model", "url", "method")):
+            changed.append(f"judge {judge['name']}")
+    if changed:
+        raise JobError(f"{out} holds a run with other settings ({', '.join(changed)}); its answers and judgments "
+                       "would be mixed with new ones: use another --out")
 
 
 def render(out: Path) -> dict[str, Path]:

@@ -125,7 +125,10 @@ def build_app(scripted: Scripted) -> FastAPI:
         adapter = (body.get("parameters") or {}).get("adapter_id") or BASE
         scripted.requests[adapter] += 1
         question = re.findall(r"<start_of_turn>user\n(.*?)<end_of_turn>", body["inputs"], re.S)[-1]
-        text = scripted.answer(adapter, question)
+        if adapter.startswith("judge"):
+            text = scripted.judge(adapter, question, (body.get("parameters") or {}).get("seed") or 0)
+        else:
+            text = scripted.answer(adapter, question)
         details = {"finish_reason": "eos_token", "generated_tokens": len(text.split()), "seed": None,
                    "prefill": [], "tokens": [], "energy_joules": 0.25, "energy_source": "estimate"}
         return [{"generated_text": text, "details": details}]

@@ -115,3 +115,25 @@ def test_missing_anchor_is_a_clear_error(scripted_factory, tmp_path):
     panel = write_panel(tmp_path / "panel.yaml", server.url, reference=False)
     with pytest.raises(JobError, match="anchor"):
         run_job(settings(server, panel, tmp_path / "out", limit=1, targets=["good"]), log=lambda _: None)
+
+
+def test_rerun_with_other_decoding_is_refused(scripted_factory, tmp_path):
+    server = scripted_factory()
+    panel = write_panel(tmp_path / "panel.yaml", None, method="rouge")
+    out = tmp_path / "out"
+    run_job(settings(server, panel, out, limit=1, targets=["good"]), log=lambda _: None)
+    panel.write_text(panel.read_text().replace("max_tokens: 64", "max_tokens: 65"))
+    with pytest.raises(JobError, match="decoding"):
+        run_job(settings(server, panel, out, limit=1, targets=["good"]), log=lambda _: None)
+
+
+def test_llm_judge_over_the_tgi_route(scripted_factory, tmp_path):
+    server = scripted_factory()
+    panel = write_panel(tmp_path / "panel.yaml", server.url, reference=False, extra="api: tgi")
+    out = tmp_path / "out"
+    run_job(settings(server, panel, out, limit=2, targets=["good", "offtopic", "base"]), log=lambda _: None)
+    records = read_records(out / JUDGMENTS_FILE)
+    assert len(records) == 6 + 8 and all(r["status"] == "ok" for r in records)
+    ranking = json.loads((out / "ranking.json").read_text())
+    assert [t["name"] for t in ranking["targets"]][0] == "good"
+    assert ranking["judges"]["llm"]["completion_tokens"] > 0
