@@ -11,7 +11,7 @@ from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 import serve
-from serve.api import admin_routes, errors, openai_routes, tgi_routes
+from serve.api import admin_routes, completions_routes, errors, openai_routes, tgi_routes
 from serve.chat import ChatService
 from serve.metrics import Metrics
 from serve.registry import AdapterRegistry
@@ -21,6 +21,10 @@ log = logging.getLogger("supportkit.serve")
 
 
 def build_engine(settings: ServeSettings, model_dir):
+    if settings.engine != "local":
+        from serve.engine.remote_setup import build_remote_engine
+
+        return build_remote_engine(settings, model_dir)
     from serve.engine.local import LocalEngine
 
     return LocalEngine(
@@ -80,6 +84,7 @@ def create_app(settings: ServeSettings, model_dir, engine=None) -> FastAPI:
         return Response(generate_latest(app.state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     app.include_router(openai_routes.router)
+    app.include_router(completions_routes.router)
     app.include_router(admin_routes.router)
     app.include_router(tgi_routes.router)  # last: its `/adapters/{name}` compat route is the most general
     return app

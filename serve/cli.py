@@ -19,6 +19,8 @@ def serve(
     dtype: Annotated[str | None, typer.Option(help="auto | float32 | bfloat16 | float16")] = None,
     device: Annotated[str | None, typer.Option(help="auto | cpu | cuda | cuda:N")] = None,
     max_batch_size: Annotated[int | None, typer.Option(help="Requests decoded together")] = None,
+    engine: Annotated[str | None, typer.Option(help="local | tgi | lorax | vllm (a remote engine at --engine-url)")] = None,
+    engine_url: Annotated[str | None, typer.Option(help="Remote engine base URL (vLLM: http://host:port/v1)")] = None,
     log_level: Annotated[str, typer.Option(help="debug | info | warning")] = "info",
 ):
     """Serve the base model and the adapter store over OpenAI- and TGI-compatible HTTP APIs."""
@@ -35,8 +37,17 @@ def serve(
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         settings = ServeSettings.from_cli(model=model, adapters=adapters, host=host, port=port, dtype=dtype,
-                                          device=device, max_batch_size=max_batch_size)
-        model_dir = resolve_model_dir(settings.model)
+                                          device=device, max_batch_size=max_batch_size, engine=engine,
+                                          engine_url=engine_url)
+        if settings.engine == "local":
+            model_dir = resolve_model_dir(settings.model)
+        else:  # a remote engine needs only the config and tokenizer here
+            from serve.engine.remote import check_prompt_dir
+
+            if not settings.engine_url:
+                console.print(f"[red]error:[/red] --engine {settings.engine} needs --engine-url")
+                raise typer.Exit(2)
+            model_dir = check_prompt_dir(settings.model) if settings.model else resolve_model_dir(None)
     except ValidationError as exc:
         console.print(f"[red]invalid setting:[/red] {exc}")
         raise typer.Exit(2)

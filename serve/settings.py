@@ -41,6 +41,15 @@ class ServeSettings(KitSettings):
     watch_interval_s: float = Field(2.0, description="How often the adapter store is scanned; 0 disables")
     cors_origins: list[str] = Field(default_factory=list, description="Allowed CORS origins; none by default")
     metrics_max_adapters: int = Field(20, description="Adapters with their own metrics label; the rest are 'other'")
+    # Remote engine: the kit's API, adapters and metrics in front of an existing TGI / LoRAX / vLLM deployment.
+    engine: str = Field("local", pattern="^(local|tgi|lorax|vllm)$", description="local | tgi | lorax | vllm")
+    engine_url: str | None = Field(None, description="Remote engine base URL (vLLM: its OpenAI base, e.g. http://vllm:8000/v1)")
+    engine_timeout_s: float = Field(60.0, gt=0, description="Longest wait for the remote's next byte")
+    engine_health_interval_s: float = Field(2.0, gt=0, description="How often the remote's /health is polled")
+    engine_adapters: str | None = Field(None, description="TGI: comma-separated adapters it was started with, when its /info does not list them")
+    engine_adapter_dir: str | None = Field(None, description="The adapter store's path as the remote sees it; default: the same path")
+    energy_counter_url: str | None = Field(None, description="Prometheus endpoint of the remote GPUs' energy counter (DCGM exporter)")
+    energy_counter_metric: str = Field("DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION", description="Counter in millijoules, summed over series")
     admin_token: SecretStr | None = Field(
         None, validation_alias=AliasChoices("SUPPORTKIT_ADMIN_TOKEN", "admin_token"),
         description="Bearer token for /admin; admin routes are disabled without one",

@@ -1,0 +1,268 @@
+"""The remote engine: a kit server in front of another engine over HTTP.
+
+TGI, LoRAX and vLLM cannot run here, but the kit's own server speaks both of their protocols, so a "back"
+kit server (tiny model, two adapters) plays the remote, and "front" kit servers run `--engine tgi` and
+`--engine vllm` against it. Real clients (openai, huggingface_hub) get the same answers from the front as
+from the back; the front refuses what it does not serve before the back sees it; killing the back
+mid-stream gives clean errors, and the front recovers when the back returns on the same port.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import time
+
+import httpx
+import openai
+import pytest
+from huggingface_hub import InferenceClient
+from prometheus_client.parser import text_string_to_metric_families
+
+from common.tiny import build_random_adapter
+from serve.engine.remote_energy import parse_counter
+from serve.engine.remote_protocols import error_from_body, error_from_event
+from serve.errors import AdapterNotFound, GenerationFailed, InvalidRequest, Overloaded, Unavailable
+from tests.conftest import ADMIN_TOKEN, LiveServer
+
+QUESTION = [{"role": "user", "content": "My 4G data does not work abroad. What can I do?"}]
+PROMPT = "Hello, my router shows a red light and"
+AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+FRONT_ENV = {"SUPPORTKIT_ADMIN_TOKEN": ADMIN_TOKEN, "SUPPORTKIT_SERVE_ENGINE_HEALTH_INTERVAL_S": "0.3",
+             "SUPPORTKIT_SERVE_MAX_NEW_TOKENS": "2000"}  # above the back's 1024: the back's refusal is tested
+
+
+def start_server(args: list[str], log, port: int | None = None, env: dict | None = None) -> LiveServer:
+    """A kit server; `port` pins the port (to bring a stopped back server back where the front expects it)."""
+    if port is None:
+        return LiveServer(args, env=env, log=log).wait_ready()
+    module = sys.modules[LiveServer.__module__]
+    original = module.free_port
+    module.free_port = lambda: port
+    try:
+        return LiveServer(args, env=env, log=log).wait_ready()
+    finally:
+        module.free_port = original
+
+
+class Back:
+    """The back server, restartable on its port."""
+
+    def __init__(self, args, tmp):
+        self.args, self.tmp = args, tmp
+        self.server = start_server(args, tmp / "back-0.log")
+        self.url, self.port = self.server.url, self.server.port
+
+    def kill(self) -> None:
+        self.server.proc.kill()
+        self.server.proc.wait(30)
+
+    def restart(self) -> None:
+        self.server = start_server(self.args, self.tmp / f"back-{time.monotonic_ns()}.log", port=self.port)
+
+
+@pytest.fixture(scope="module")
+def back(tiny_model, adapter_store, tmp_path_factory):
+    b = Back(["--model", str(tiny_model), "--adapters", str(adapter_store), "--dtype", "float32"],
+             tmp_path_factory.mktemp("back"))
+    yield b
+    b.server.stop()
+
+
+@pytest.fixture(scope="module")
+def front_store(tiny_model, adapter_store, tmp_path_factory):
+    """The back's two adapters plus one the back does not serve."""
+    store = tmp_path_factory.mktemp("front-store")
+    for name in ("support-a", "support-b"):
+        shutil.copytree(adapter_store / name, store / name)
+    build_random_adapter(tiny_model, store / "not-on-back", r=4, seed=7)
+    return store
+
+
+@pytest.fixture(scope="module", params=["tgi", "vllm"])
+def front(request, back, tiny_model, front_store, tmp_path_factory):
+    url = back.url + ("/v1" if request.param == "vllm" else "")
+    server = start_server(["--model", str(tiny_model), "--adapters", str(front_store), "--engine", request.param,
+                           "--engine-url", url], tmp_path_factory.mktemp("front") / "front.log", env=FRONT_ENV)
+    server.kind = request.param
+    yield server
+    server.stop()
+
+
+def oai(server) -> openai.OpenAI:
+    return openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0)
+
+
+def requests_seen(server) -> float:
+    text = httpx.get(server.url + "/metrics", timeout=30).text
+    return sum(s.value for f in text_string_to_metric_families(text) for s in f.samples
+               if s.name == "supportkit_requests_total")
+
+
+def test_models_and_refused_adapter(front):
+    models = {m.id: m for m in oai(front).models.list().data}
+    assert set(models) == {"tiny-qwen2", "support-a", "support-b"}
+    assert models["support-b"].parent == "tiny-qwen2" and models["tiny-qwen2"].parent is None
+    failed = httpx.get(front.url + "/admin/adapters", headers=AUTH, timeout=30).json()["failed"]
+    # The back does not serve it: TGI's list lacks it; the back has no runtime-loading route (vLLM).
+    reason = {"tgi": "not among the adapters the TGI engine", "vllm": "does not load adapters at run time"}[front.kind]
+    assert reason in failed["not-on-back"]
+
+
+def test_openai_answers_equal_the_back(front, back):
+    answers = {}
+    for model in ("tiny-qwen2", "support-a", "support-b"):
+        kw = dict(model=model, messages=QUESTION, max_tokens=16, temperature=0)
+        mine, theirs = oai(front).chat.completions.create(**kw), oai(back).chat.completions.create(**kw)
+        assert mine.choices[0].message.content == theirs.choices[0].message.content
+        assert mine.choices[0].finish_reason == theirs.choices[0].finish_reason
+        assert mine.usage.model_dump() == theirs.usage.model_dump()
+        # The kit cannot meter the remote GPU and no counter is configured: unknown, never a number.
+        assert mine.model_extra["energy"] == {"joules": None, "source": "unknown"}
+        answers[model] = mine.choices[0].message.content
+    assert len(set(answers.values())) == 3
+
+
+def test_openai_stream_passes_tokens_through(front, back):
+    kw = dict(model="support-b", messages=QUESTION, max_tokens=20, temperature=0)
+    full = oai(back).chat.completions.create(**kw)
+    chunks = list(oai(front).chat.completions.create(**kw, stream=True, stream_options={"include_usage": True}))
+    deltas = [c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content]
+    assert "".join(deltas) == full.choices[0].message.content
+    assert len(deltas) > 1  # token by token (tokens that end mid-character carry no text), not one block
+    assert chunks[-1].usage.completion_tokens == full.usage.completion_tokens
+
+
+def test_tgi_tokens_equal_the_back(front, back):
+    mine, theirs = InferenceClient(base_url=front.url), InferenceClient(base_url=back.url)
+    for adapter in ("support-a", None):
+        a = mine.text_generation(PROMPT, max_new_tokens=12, adapter_id=adapter, details=True)
+        b = theirs.text_generation(PROMPT, max_new_tokens=12, adapter_id=adapter, details=True)
+        assert [t.id for t in a.details.tokens] == [t.id for t in b.details.tokens]
+        assert a.generated_text == b.generated_text and a.details.finish_reason == "length"
+    r = httpx.post(front.url + "/generate", json={"inputs": PROMPT, "parameters": {"max_new_tokens": 4}}, timeout=60)
+    assert r.json()["details"]["energy_joules"] is None and r.json()["details"]["energy_source"] == "unknown"
+    assert r.headers["x-energy-source"] == "unknown" and "x-energy-joules" not in r.headers
+
+
+def test_tgi_stream_with_details(front, back):
+    prompt = "Why is my VDSL sync rate low"
+    client = InferenceClient(base_url=front.url)  # held: the stream closes with the client
+    events = list(client.text_generation(prompt, max_new_tokens=10, adapter_id="support-b", stream=True, details=True))
+    assert len(events) == 10 and all(e.details is None for e in events[:-1])
+    assert events[-1].details.finish_reason == "length" and events[-1].details.generated_tokens == 10
+    direct = InferenceClient(base_url=back.url).text_generation(prompt, max_new_tokens=10, adapter_id="support-b")
+    assert events[-1].generated_text == direct == "".join(e.token.text for e in events)
+
+
+def test_prefill_details(front, back):
+    body = {"inputs": PROMPT, "parameters": {"max_new_tokens": 3, "decoder_input_details": True, "adapter_id": "support-a"}}
+    r = httpx.post(front.url + "/generate", json=body, timeout=60)
+    if front.kind == "vllm":  # not offered by the completions API: refused clearly
+        assert r.status_code == 422 and "decoder_input_details" in r.json()["error"]
+        return
+    direct = httpx.post(back.url + "/generate", json=body, timeout=60).json()
+    assert r.json()["details"]["prefill"] == direct["details"]["prefill"] != []
+    assert r.json()["generated_text"] == direct["generated_text"]
+
+
+def test_unknown_adapter_is_refused_before_the_remote(front, back):
+    before = requests_seen(back)
+    with pytest.raises(openai.NotFoundError, match="no-such-adapter"):
+        oai(front).chat.completions.create(model="no-such-adapter", messages=QUESTION, max_tokens=4)
+    r = httpx.post(front.url + "/generate", json={"inputs": "hi", "parameters": {"adapter_id": "not-on-back"}}, timeout=30)
+    assert r.status_code == 404 and r.json()["error_type"] == "adapter_not_found"
+    assert requests_seen(back) == before  # the back never saw them (TGI would answer from the base model)
+
+
+def test_remote_refusal_is_a_clean_error(front, back):
+    # The front allows 2000 new tokens, the back 1024: the back's 4xx comes back in each protocol's shape.
+    r = httpx.post(front.url + "/generate", json={"inputs": "hi", "parameters": {"max_new_tokens": 1500}}, timeout=30)
+    assert r.status_code == 422 and r.json()["error_type"] == "validation" and "1024" in r.json()["error"]
+    with pytest.raises(openai.BadRequestError, match="1024"):
+        oai(front).chat.completions.create(model="support-a", messages=QUESTION, max_tokens=1500)
+    r = httpx.post(front.url + "/generate", json={"inputs": "hi " * 5000, "parameters": {"max_new_tokens": 4}}, timeout=30)
+    assert r.status_code == 422 and "tokens" in r.json()["error"]  # checked here, with the local tokenizer
+
+
+def _wait_health(server, status: int, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if httpx.get(server.url + "/health", timeout=5).status_code == status:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"/health of {server.url} did not become {status}")
+
+
+def _stream_until_error(front, back) -> list[dict]:
+    """Start a long stream on the front, kill the back after the first tokens; return every event."""
+    if front.kind == "tgi":
+        path, body = "/generate_stream", {"inputs": PROMPT, "parameters": {"max_new_tokens": 1000}}
+    else:
+        path, body = "/v1/chat/completions", {"model": "support-a", "messages": QUESTION, "max_tokens": 1000,
+                                              "temperature": 0, "stream": True}
+    events = []
+    with httpx.stream("POST", front.url + path, json=body, timeout=60) as r:
+        assert r.status_code == 200
+        for line in r.iter_lines():
+            if not line.startswith("data:") or line.strip() == "data: [DONE]":
+                continue
+            events.append(json.loads(line[5:]))
+            if len(events) == 3:
+                back.kill()
+    return events
+
+
+def test_back_killed_mid_stream_then_recovers(front, back):
+    expected = oai(front).chat.completions.create(model="support-a", messages=QUESTION, max_tokens=8, temperature=0)
+    events = _stream_until_error(front, back)
+    error = events[-1]["error"]
+    if front.kind == "tgi":
+        assert events[-1]["error_type"] == "unavailable" and "went away" in error
+        assert all(e.get("details") is None for e in events[:-1])
+    else:
+        assert error["code"] == "unavailable" and error["type"] == "server_error"
+        assert not any(e.get("choices") and e["choices"][0].get("finish_reason") for e in events[:-1])
+
+    with pytest.raises(openai.APIStatusError) as err:  # while the back is down: a 503 in OpenAI's shape
+        oai(front).chat.completions.create(model="support-a", messages=QUESTION, max_tokens=8, temperature=0)
+    assert err.value.status_code == 503
+    r = httpx.post(front.url + "/generate", json={"inputs": "hi", "parameters": {"max_new_tokens": 2}}, timeout=30)
+    assert r.status_code == 503 and r.json()["error_type"] == "unavailable"
+    _wait_health(front, 503)
+
+    back.restart()
+    _wait_health(front, 200)
+    again = oai(front).chat.completions.create(model="support-a", messages=QUESTION, max_tokens=8, temperature=0)
+    assert again.choices[0].message.content == expected.choices[0].message.content
+
+
+@pytest.mark.parametrize("status,body,cls", [
+    (422, b'{"error": "inputs too long", "error_type": "validation"}', InvalidRequest),
+    (400, b'{"error": {"message": "bad", "type": "invalid_request_error"}}', InvalidRequest),
+    (404, b'{"error": {"message": "no model", "code": "model_not_found"}}', AdapterNotFound),
+    (429, b'{"error": "queue full", "error_type": "overloaded"}', Overloaded),
+    (424, b'{"error": "CUDA OOM", "error_type": "generation"}', GenerationFailed),
+    (500, b'{"error": "incomplete", "error_type": "incomplete_generation"}', GenerationFailed),
+    (503, b"<html>Service Unavailable</html>", Unavailable),
+    (502, b"", Unavailable),
+])
+def test_remote_error_mapping(status, body, cls):
+    err = error_from_body(status, body, "remote")
+    assert type(err) is cls and err.message.startswith("remote: ")
+
+
+def test_stream_error_event_mapping():
+    assert isinstance(error_from_event({"error": "queue full", "error_type": "overloaded"}, "x"), Overloaded)
+    assert isinstance(error_from_event({"error": {"message": "m", "code": "validation"}}, "x"), InvalidRequest)
+    assert isinstance(error_from_event({"error": "boom"}, "x"), GenerationFailed)
+
+
+def test_dcgm_counter_is_summed_over_gpus():
+    page = ('# TYPE DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION counter\n'
+            'DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION{gpu="0",UUID="a"} 1500\n'
+            'DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION{gpu="1",UUID="b"} 2500\n'
+            'DCGM_FI_DEV_POWER_USAGE{gpu="0"} 250\n')
+    assert parse_counter(page, "DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION") == 4000
+    assert parse_counter(page, "NOT_THERE") is None
