@@ -11,7 +11,7 @@ from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 import serve
-from serve.api import admin_routes, completions_routes, errors, openai_routes, tgi_routes
+from serve.api import admin_routes, completions_routes, errors, openai_routes, openapi_docs, tgi_routes
 from serve.chat import ChatService
 from serve.metrics import Metrics
 from serve.registry import AdapterRegistry
@@ -87,4 +87,5 @@ def create_app(settings: ServeSettings, model_dir, engine=None) -> FastAPI:
     app.include_router(completions_routes.router)
     app.include_router(admin_routes.router)
     app.include_router(tgi_routes.router)  # last: its `/adapters/{name}` compat route is the most general
+    openapi_docs.install(app)
     return app

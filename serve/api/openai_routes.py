@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 
 from serve.api.deps import ChatDep, EngineDep, SettingsDep
 from serve.api.openai_schemas import ChatCompletionRequest
-from serve.api.responses import energy_json, result_headers, run, sse, stream_with_timeout
+from serve.api.responses import energy_json, open_stream, result_headers, run, sse
 from serve.engine.types import GenerationResult
 from serve.errors import InvalidRequest, ServeError
 
@@ -57,10 +57,12 @@ async def _chat(body: ChatCompletionRequest, path_model: str | None, chat, engin
         return sse({"id": cid, "object": "chat.completion.chunk", "created": created, "model": served,
                     "choices": [{"index": 0, "delta": delta, "finish_reason": finish, **extra}]})
 
+    events = await open_stream(engine, req, settings.request_timeout_s)  # refusals (429, 400, ...) before the stream
+
     async def frames():
         yield chunk({"role": "assistant", "content": ""})
         try:
-            async for event in stream_with_timeout(engine, req, settings.request_timeout_s):
+            async for event in events:
                 if isinstance(event, GenerationResult):
                     final = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": served,
                              "choices": [{"index": 0, "delta": {}, "finish_reason": FINISH[event.finish_reason]}],

@@ -37,7 +37,7 @@ class ChatCompletionRequest(BaseModel):
     max_tokens: int | None = Field(None, ge=1)
     max_completion_tokens: int | None = Field(None, ge=1)
     temperature: float | None = Field(None, ge=0.0, le=2.0)
-    top_p: float | None = Field(None, gt=0.0, le=1.0)
+    top_p: float | None = Field(None, ge=1e-6, le=1.0)
     top_k: int | None = Field(None, ge=-1)
     n: int = Field(1, ge=1, le=1, description="Only one choice per request")
     stream: bool = False
@@ -46,7 +46,8 @@ class ChatCompletionRequest(BaseModel):
     seed: int | None = Field(None, ge=0, le=2**63 - 1)
     frequency_penalty: float | None = Field(None, ge=-2.0, le=2.0)
     presence_penalty: float | None = Field(None, ge=-2.0, le=2.0)
-    repetition_penalty: float | None = Field(None, gt=0.0)
+    # Bounded so that penalised logits stay finite (a NaN would fail the whole batch's decode step).
+    repetition_penalty: float | None = Field(None, ge=0.01, le=10.0)
     logprobs: bool = False
     top_logprobs: int | None = Field(None, ge=0, le=5)
     user: str | None = None
@@ -59,8 +60,10 @@ class ChatCompletionRequest(BaseModel):
 
     def sampling(self, default_max: int) -> SamplingParams:
         stop = [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
-        # OpenAI's default temperature is 1 (sampling); 0 is greedy.
+        # OpenAI's default temperature is 1 (sampling); 0 is greedy, and so is anything below 1e-5 (as vLLM does:
+        # dividing logits by it would overflow).
         temperature = 1.0 if self.temperature is None else self.temperature
+        temperature = 0.0 if temperature < 1e-5 else temperature
         return SamplingParams(
             max_new_tokens=self.max_completion_tokens or self.max_tokens or default_max,
             do_sample=temperature > 0, temperature=temperature, top_p=self.top_p,

@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 import serve
 from serve.api.deps import ChatDep, EngineDep, SettingsDep
-from serve.api.responses import energy_json, result_headers, run, sse, stream_with_timeout
+from serve.api.responses import energy_json, open_stream, result_headers, run, sse
 from serve.api.tgi_schemas import TGIRequest, token_json
 from serve.engine.types import GenerationRequest, GenerationResult
 from serve.errors import InvalidRequest, ServeError
@@ -55,11 +55,12 @@ async def _generate(body: TGIRequest, path_adapter, chat, engine, settings, as_l
 async def _stream(body: TGIRequest, path_adapter, chat, engine, settings) -> StreamingResponse:
     req = _request(body, path_adapter, chat, settings)  # errors here are plain JSON responses, before the stream
     prefix = body.inputs if body.parameters.return_full_text else ""
+    events = await open_stream(engine, req, settings.request_timeout_s)  # refusals (429, 422, ...) before the stream
 
     async def frames():
         index, last = 0, None
         try:
-            async for event in stream_with_timeout(engine, req, settings.request_timeout_s):
+            async for event in events:
                 if isinstance(event, GenerationResult):
                     if last is not None:  # TGI puts the full text and details on the last token's event
                         last["generated_text"] = prefix + event.text

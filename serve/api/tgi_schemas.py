@@ -19,14 +19,15 @@ class TGIParameters(BaseModel):
     do_sample: bool = False
     frequency_penalty: float | None = Field(None, ge=-2.0, le=2.0)
     max_new_tokens: int | None = Field(None, ge=1)
-    repetition_penalty: float | None = Field(None, gt=0.0)
+    # Bounded so that penalised logits stay finite (a NaN would fail the whole batch's decode step).
+    repetition_penalty: float | None = Field(None, ge=0.01, le=10.0)
     return_full_text: bool | None = False
     seed: int | None = Field(None, ge=0, le=2**63 - 1)
     stop: list[str] | None = None
-    temperature: float | None = Field(None, gt=0.0, le=100.0)
+    temperature: float | None = Field(None, ge=1e-4, le=100.0, description="Below 1e-4 logits overflow; use do_sample=false")
     top_k: int | None = Field(None, gt=0)
     top_n_tokens: int | None = Field(None, ge=0, le=5)
-    top_p: float | None = Field(None, gt=0.0, lt=1.0)
+    top_p: float | None = Field(None, ge=1e-6, lt=1.0)
     truncate: int | None = Field(None, ge=1)
     typical_p: float | None = Field(None, gt=0.0, lt=1.0)
     watermark: bool = False
