@@ -309,7 +309,7 @@ class RemoteEngine:
                     if self.energy:
                         self.energy.token(req.id)
                     yield event
-            except httpx.TimeoutException as exc:
+            except (httpx.ReadTimeout, httpx.WriteTimeout) as exc:
                 raise GenerationFailed(f"the {self.kind} engine at {self.url} sent nothing for "
                                        f"{self.timeout.read:g} s ({type(exc).__name__})") from None
             except httpx.TransportError as exc:

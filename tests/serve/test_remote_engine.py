@@ -9,9 +9,12 @@ mid-stream gives clean errors, and the front recovers when the back returns on t
 
 from __future__ import annotations
 
+import asyncio
+import http.server
 import json
 import shutil
 import sys
+import threading
 import time
 
 import httpx
@@ -21,7 +24,7 @@ from huggingface_hub import InferenceClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from common.tiny import build_random_adapter
-from serve.engine.remote_energy import parse_counter
+from serve.engine.remote_energy import CounterEnergy, parse_counter
 from serve.engine.remote_protocols import error_from_body, error_from_event
 from serve.errors import AdapterNotFound, GenerationFailed, InvalidRequest, Overloaded, Unavailable
 from tests.conftest import ADMIN_TOKEN, LiveServer
@@ -266,3 +269,54 @@ def test_dcgm_counter_is_summed_over_gpus():
             'DCGM_FI_DEV_POWER_USAGE{gpu="0"} 250\n')
     assert parse_counter(page, "DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION") == 4000
     assert parse_counter(page, "NOT_THERE") is None
+
+
+class _Exporter(http.server.BaseHTTPRequestHandler):
+    """A stand-in for a DCGM exporter (no GPU here): two GPUs whose counters add 500 mJ each per scrape."""
+
+    scrapes = 0
+    broken = False
+
+    def do_GET(self):
+        cls = type(self)
+        if cls.broken:
+            self.send_response(500)
+            self.end_headers()
+            return
+        cls.scrapes += 1
+        page = "".join(f'DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION{{gpu="{g}"}} {10_000 + 500 * cls.scrapes}\n' for g in (0, 1))
+        self.send_response(200)
+        self.send_header("content-type", "text/plain")
+        self.end_headers()
+        self.wfile.write(page.encode())
+
+    def log_message(self, *args):
+        pass
+
+
+def test_counter_energy_is_shared_by_tokens_and_adds_up():
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Exporter)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/metrics"
+
+    async def scenario():  # every reading adds 1 J (2 GPUs x 500 mJ)
+        meter = CounterEnergy(url, "DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION")
+        await meter.begin("a")  # first reading
+        meter.token("a"), meter.token("a")
+        await meter.begin("b")  # +1 J, all a's
+        for rid in ("a", "b", "b", "b"):
+            meter.token(rid)
+        a = await meter.end("a")  # +1 J: a 1/4, b 3/4
+        b = await meter.end("b")  # +1 J: b alone
+        await meter.begin("c")  # +1 J while nothing ran: idle
+        _Exporter.broken = True
+        c = await meter.end("c")  # unreadable: unknown, never a guess
+        await meter.aclose()
+        return a, b, c, meter.idle_joules
+
+    try:
+        a, b, c, idle = asyncio.run(scenario())
+    finally:
+        server.shutdown()
+    assert a == pytest.approx(1.25) and b == pytest.approx(1.75) and a + b == pytest.approx(3.0)
+    assert idle == pytest.approx(1.0) and c is None
