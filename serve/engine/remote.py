@@ -92,6 +92,7 @@ class RemoteEngine:
         self._healthy = False
         self._adapters: dict[str, AdapterWeights] = {}
         self._running: dict[str, str | None] = {}  # request id -> adapter
+        self._tasks: set[asyncio.Task] = set()
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -207,6 +208,8 @@ class RemoteEngine:
             return  # vLLM serves it already (--lora-modules, or loaded earlier)
         r = self.http.post(self.url + "/load_lora_adapter", json={"lora_name": name, "lora_path": self.remote_path(name, path)})
         if r.status_code == 200 or (r.status_code == 400 and "already" in r.text):
+            if self.info and self.info.adapters is not None:
+                self.info.adapters.add(name)
             return
         if r.status_code in (404, 405):
             raise AdapterInvalid(
@@ -234,6 +237,8 @@ class RemoteEngine:
             if self._adapters.pop(name, None) is None:
                 raise AdapterNotFound(f"adapter {name!r} is not loaded")
         if self.kind == "vllm" and self._healthy:
+            if self.info and self.info.adapters is not None:
+                self.info.adapters.discard(name)
             try:  # frees the remote's memory; with static adapters the route is absent and this server's refusal suffices
                 self.http.post(self.url + "/unload_lora_adapter", json={"lora_name": name})
             except httpx.HTTPError as exc:
@@ -304,10 +309,14 @@ class RemoteEngine:
                         done = True
                         yield result
                         return
-                    first = first or time.monotonic()
                     tokens.append(event)
                     if self.energy:
                         self.energy.token(req.id)
+                        if first is None:  # read in the background: the token is not held back for it
+                            task = asyncio.create_task(self.energy.first_token(req.id))
+                            self._tasks.add(task)
+                            task.add_done_callback(self._tasks.discard)
+                    first = first or time.monotonic()
                     yield event
             except (httpx.ReadTimeout, httpx.WriteTimeout) as exc:
                 raise GenerationFailed(f"the {self.kind} engine at {self.url} sent nothing for "
@@ -330,13 +339,14 @@ class RemoteEngine:
                     self.on_finish(self._partial(req, tokens, prompt_tokens, arrival, first))
 
     async def _result(self, req, finish: Finish, tokens, prompt_tokens, arrival, first) -> GenerationResult:
-        joules = await self.energy.end(req.id) if self.energy else None
+        phases = await self.energy.end(req.id) if self.energy else None
+        joules = sum(phases.values()) if phases is not None else None
         now = time.monotonic()
         text = finish.text if finish.text is not None else "".join(t.text for t in tokens)
         result = GenerationResult(
             text=text, finish_reason=finish.finish_reason, tokens=tokens,
             prompt_tokens=finish.prompt_tokens or prompt_tokens, seed=finish.seed, prefill=finish.prefill,
-            adapter=req.adapter, energy_joules=joules,
+            adapter=req.adapter, energy_joules=joules, energy_by_phase=phases or {},
             energy_source=self.energy.source if self.energy and joules is not None else "unknown",
             timings=Timings(first_token_s=(first or now) - arrival, inference_s=now - arrival, total_s=now - arrival),
         )

@@ -2,10 +2,11 @@
 
 The kit cannot meter a remote GPU itself. When an exporter's cumulative energy counter is configured
 (`DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION`, millijoules, NVML's counter; summed over the GPUs it lists), the
-counter is read when a request starts and when one ends; the energy of each interval is shared among the
+counter is read when a request starts, when its first token arrives, and when it ends; the energy of each interval is shared among the
 requests that were running by their share of the tokens they received in it (equally when none received
-a token; idle when none ran), so that per-request figures add up to the counter's total. A failed read
-makes the figures of the requests running across it unknown: never a guessed number.
+a token; idle when none ran), so that per-request figures add up to the counter's total. A request's
+energy counts as `prefill` up to the reading at its first token, as `decode` after. A failed read makes the figures of the requests running across it unknown: never a
+guessed number.
 """
 
 from __future__ import annotations
@@ -36,7 +37,8 @@ class CounterEnergy:
         self._lock = asyncio.Lock()
         self._last: float | None = None
         self._tokens: dict[str, int] = {}
-        self._joules: dict[str, float | None] = {}
+        self._joules: dict[str, dict[str, float] | None] = {}  # request -> joules by phase
+        self._decoding: set[str] = set()  # requests that had a token before the current interval
 
     async def read(self) -> float | None:
         try:
@@ -67,29 +69,38 @@ class CounterEnergy:
             for rid in running:
                 if self._joules[rid] is not None:
                     share = self._tokens[rid] / total if total else 1 / len(running)
-                    self._joules[rid] += spent * share
+                    self._joules[rid]["decode" if rid in self._decoding else "prefill"] += spent * share
+        self._decoding.update(rid for rid, n in self._tokens.items() if n)
         self._tokens = dict.fromkeys(self._tokens, 0)
 
     async def begin(self, rid: str) -> None:
         async with self._lock:
             await self._settle()
             self._tokens[rid] = 0
-            self._joules[rid] = 0.0 if self._last is not None else None
+            self._joules[rid] = {"prefill": 0.0, "decode": 0.0} if self._last is not None else None
+
+    async def first_token(self, rid: str) -> None:
+        """A reading when a request's first token arrives, so that its prefill and decode are apart."""
+        async with self._lock:
+            await self._settle()
 
     def token(self, rid: str) -> None:
         if rid in self._tokens:
             self._tokens[rid] += 1
 
-    async def end(self, rid: str) -> float | None:
+    async def end(self, rid: str) -> dict[str, float] | None:
+        """The request's joules by phase, or None when the counter could not be read throughout."""
         async with self._lock:
             await self._settle()
-            self._tokens.pop(rid, None)
-            return self._joules.pop(rid, None)
+            joules = self._joules.pop(rid, None)
+            self.forget(rid)
+            return joules
 
     def forget(self, rid: str) -> None:
         """A request that ended without settling (cancelled): its share stays with the others."""
         self._tokens.pop(rid, None)
         self._joules.pop(rid, None)
+        self._decoding.discard(rid)
 
     async def aclose(self) -> None:
         await self.client.aclose()

@@ -83,11 +83,34 @@ def front_store(tiny_model, adapter_store, tmp_path_factory):
     return store
 
 
+class _PowerExporter(http.server.BaseHTTPRequestHandler):
+    """A stand-in for a DCGM exporter (no GPU here): one GPU drawing a steady 100 W."""
+
+    def do_GET(self):
+        page = f'DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION{{gpu="0"}} {int(time.time() * 100_000)}\n'  # mJ
+        self.send_response(200)
+        self.end_headers()
+        self.wfile.write(page.encode())
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture(scope="module")
+def exporter():
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _PowerExporter)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/metrics"
+    server.shutdown()
+
+
 @pytest.fixture(scope="module", params=["tgi", "vllm"])
-def front(request, back, tiny_model, front_store, tmp_path_factory):
+def front(request, back, tiny_model, front_store, exporter, tmp_path_factory):
+    """Front servers: the TGI one reads an energy counter, the vLLM one has none (energy unknown)."""
     url = back.url + ("/v1" if request.param == "vllm" else "")
+    env = {**FRONT_ENV, **({"SUPPORTKIT_SERVE_ENERGY_COUNTER_URL": exporter} if request.param == "tgi" else {})}
     server = start_server(["--model", str(tiny_model), "--adapters", str(front_store), "--engine", request.param,
-                           "--engine-url", url], tmp_path_factory.mktemp("front") / "front.log", env=FRONT_ENV)
+                           "--engine-url", url], tmp_path_factory.mktemp("front") / "front.log", env=env)
     server.kind = request.param
     yield server
     server.stop()
@@ -95,6 +118,13 @@ def front(request, back, tiny_model, front_store, tmp_path_factory):
 
 def oai(server) -> openai.OpenAI:
     return openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0)
+
+
+def assert_energy(front, joules, source) -> None:
+    if front.kind == "tgi":  # the counter's energy while the request ran: some part of 100 W x its duration
+        assert source == "nvml" and 0 < joules < 100 * 60
+    else:  # no counter: the kit cannot meter the remote GPU, so it says unknown, never a number
+        assert joules is None and source == "unknown"
 
 
 def requests_seen(server) -> float:
@@ -121,8 +151,7 @@ def test_openai_answers_equal_the_back(front, back):
         assert mine.choices[0].message.content == theirs.choices[0].message.content
         assert mine.choices[0].finish_reason == theirs.choices[0].finish_reason
         assert mine.usage.model_dump() == theirs.usage.model_dump()
-        # The kit cannot meter the remote GPU and no counter is configured: unknown, never a number.
-        assert mine.model_extra["energy"] == {"joules": None, "source": "unknown"}
+        assert_energy(front, mine.model_extra["energy"]["joules"], mine.model_extra["energy"]["source"])
         answers[model] = mine.choices[0].message.content
     assert len(set(answers.values())) == 3
 
@@ -145,8 +174,10 @@ def test_tgi_tokens_equal_the_back(front, back):
         assert [t.id for t in a.details.tokens] == [t.id for t in b.details.tokens]
         assert a.generated_text == b.generated_text and a.details.finish_reason == "length"
     r = httpx.post(front.url + "/generate", json={"inputs": PROMPT, "parameters": {"max_new_tokens": 4}}, timeout=60)
-    assert r.json()["details"]["energy_joules"] is None and r.json()["details"]["energy_source"] == "unknown"
-    assert r.headers["x-energy-source"] == "unknown" and "x-energy-joules" not in r.headers
+    details = r.json()["details"]
+    assert_energy(front, details["energy_joules"], details["energy_source"])
+    assert r.headers["x-energy-source"] == details["energy_source"]
+    assert ("x-energy-joules" in r.headers) == (front.kind == "tgi")
 
 
 def test_tgi_stream_with_details(front, back):
@@ -318,5 +349,8 @@ def test_counter_energy_is_shared_by_tokens_and_adds_up():
         a, b, c, idle = asyncio.run(scenario())
     finally:
         server.shutdown()
-    assert a == pytest.approx(1.25) and b == pytest.approx(1.75) and a + b == pytest.approx(3.0)
+    # a: 1 J before its first token was settled (prefill), then 0.25 J; b: 0.75 J in the interval of its
+    # first tokens (prefill), then 1 J.
+    assert a == pytest.approx({"prefill": 1.0, "decode": 0.25}) and b == pytest.approx({"prefill": 0.75, "decode": 1.0})
+    assert sum(a.values()) + sum(b.values()) == pytest.approx(3.0)
     assert idle == pytest.approx(1.0) and c is None
