@@ -43,7 +43,8 @@ fi
 vstamp="$TOOLS/venv/.versions"
 if [ "$(cat "$vstamp" 2>/dev/null)" != "${PY_TOOLS[*]}" ]; then
   test -x "$TOOLS/venv/bin/python" || python3 -m venv "$TOOLS/venv"
-  "$TOOLS/venv/bin/python" -m pip install -q --disable-pip-version-check "${PY_TOOLS[@]}"
+  "$TOOLS/venv/bin/python" -m pip install -q --disable-pip-version-check "${PY_TOOLS[@]}" >"$TOOLS/pip.log" 2>&1 ||
+    { grep -v '^WARNING: Location' "$TOOLS/pip.log" | tail -20; exit 1; }
   echo "${PY_TOOLS[*]}" > "$vstamp"
 fi
 

@@ -128,6 +128,7 @@ def test_train_is_an_indexed_job_over_the_sweep(gpu, full):
     c = pod["containers"][0]
     assert c["command"] == ["supportkit", "train", "run"]
     assert "--index=$(JOB_COMPLETION_INDEX)" in c["args"] and "--out=/adapters" in c["args"]
+    assert {"model=/models/base", "data=/data"} <= set(c["args"])  # overrides: model volume, data claim
     env = {e["name"]: e for e in c["env"]}
     # $(JOB_COMPLETION_INDEX) expands only from a declared variable: declared from the Job's index annotation.
     assert env["JOB_COMPLETION_INDEX"]["valueFrom"]["fieldRef"]["fieldPath"] == \
@@ -143,7 +144,8 @@ def test_train_is_an_indexed_job_over_the_sweep(gpu, full):
     fjob = one(full, "Job", "-train-r1")
     fc = fjob["spec"]["template"]["spec"]["containers"][0]
     assert "--config=/configs/sweep.yaml" in fc["args"] and fjob["spec"]["completions"] == 2
-    assert "configs:" in one(full, "ConfigMap", "-sweep")["data"]["sweep.yaml"]
+    assert "runs:" in one(full, "ConfigMap", "-sweep")["data"]["sweep.yaml"]
+    assert "data=/data" not in fc["args"] and "/data" not in {m["mountPath"] for m in fc["volumeMounts"]}
 
 
 def test_backoff_limit_per_index_only_where_supported(chart):
@@ -166,6 +168,9 @@ def test_eval_job_and_cronjob_target_the_serve_service(full):
         assert f"--endpoint={url}" in c["args"]
         assert "--panel=/configs/panel.yaml" in c["args"] and "--out=/reports/$(POD_NAME)" in c["args"]
         assert c["envFrom"] == [{"secretRef": {"name": "kit-supportkit-judges"}}]
+        assert "--adapters=/adapters" in c["args"]  # manifests: validation loss and training energy
+        env = {e["name"]: e.get("value") for e in c["env"]}
+        assert env["SUPPORTKIT_JUDGE_URL"] == url  # the local LLM judge is the in-cluster server
     assert one(full, "CronJob")["spec"]["schedule"] == "0 3 * * *"
 
 

@@ -209,6 +209,7 @@ containers:
       - --endpoint={{ include "supportkit.serveUrl" . }}
       - --panel={{ include "supportkit.panelPath" . }}
       - --out=/reports/$(POD_NAME)
+      - --adapters=/adapters
       {{- with .Values.eval.targets }}
       - --targets={{ . }}
       {{- end }}
@@ -221,6 +222,11 @@ containers:
     env:
       {{- include "supportkit.podName" . | nindent 6 }}
       {{- include "supportkit.commonEnv" . | nindent 6 }}
+      {{- if not (hasKey .Values.eval.env "SUPPORTKIT_JUDGE_URL") }}
+      # The kit's local LLM judge is the served base model unless the panel points elsewhere.
+      - name: SUPPORTKIT_JUDGE_URL
+        value: {{ include "supportkit.serveUrl" . }}
+      {{- end }}
       {{- include "supportkit.extraEnv" .Values.eval.env | nindent 6 }}
     {{- if or .Values.eval.judgeApiKeys .Values.eval.existingSecret }}
     # Judge API keys arrive as env vars from a Secret, never as arguments.
@@ -233,6 +239,9 @@ containers:
     volumeMounts:
       - name: reports
         mountPath: /reports
+      - name: adapters
+        mountPath: /adapters
+        readOnly: true
       - name: cache
         mountPath: /cache
       - name: tmp
@@ -246,6 +255,10 @@ volumes:
   - name: reports
     persistentVolumeClaim:
       claimName: {{ include "supportkit.reportsClaim" . }}
+  - name: adapters
+    persistentVolumeClaim:
+      claimName: {{ include "supportkit.adaptersClaim" . }}
+      readOnly: true
   - name: cache
     emptyDir:
       sizeLimit: 2Gi
