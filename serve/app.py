@@ -11,8 +11,11 @@ from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 import serve
+from common.redact import Redactor
 from serve.api import admin_routes, completions_routes, errors, openai_routes, openapi_docs, tgi_routes
 from serve.chat import ChatService
+from serve.feedback import FeedbackStore
+from serve.handoff import HandoffRules
 from serve.metrics import Metrics
 from serve.registry import AdapterRegistry
 from serve.settings import ServeSettings
@@ -34,6 +37,22 @@ def build_engine(settings: ServeSettings, model_dir):
     )
 
 
+class RootPath:
+    """Serve under a public path prefix, as uvicorn's --root-path does, so that the URLs the app builds (the demo
+    page's, the API docs') carry it. Works behind proxies that strip the prefix and behind those that keep it."""
+
+    def __init__(self, app, prefix: str):
+        self.app, self.prefix = app, "/" + prefix.strip("/")
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] in ("http", "websocket"):
+            path = scope["path"]
+            if path != self.prefix and not path.startswith(self.prefix + "/"):
+                path = self.prefix + path
+            scope = {**scope, "root_path": self.prefix, "path": path}
+        await self.app(scope, receive, send)
+
+
 def create_app(settings: ServeSettings, model_dir, engine=None) -> FastAPI:
     """`engine` may be given (tests, a remote engine); else the local engine is built at start-up."""
 
@@ -46,7 +65,8 @@ def create_app(settings: ServeSettings, model_dir, engine=None) -> FastAPI:
         registry = AdapterRegistry(eng, settings.adapters, metrics)
         await registry.sync(initial=True)
         app.state.settings, app.state.engine, app.state.metrics, app.state.registry = settings, eng, metrics, registry
-        app.state.chat = ChatService(eng, settings.system_prompt)
+        app.state.chat = ChatService(eng, settings.system_prompt, HandoffRules.load(settings.handoff_rules), metrics)
+        app.state.feedback = FeedbackStore(settings.feedback_db, Redactor(settings.redact_account_patterns))
         watcher = asyncio.create_task(registry.watch(settings.watch_interval_s)) if settings.watch_interval_s > 0 else None
         log.info("serving %s with adapters %s", eng.name, sorted(eng.adapters()) or "none")
         try:
@@ -72,6 +92,9 @@ def create_app(settings: ServeSettings, model_dir, engine=None) -> FastAPI:
             )
         return await call_next(request)
 
+    if settings.root_path:
+        app.add_middleware(RootPath, prefix=settings.root_path)
+
     if settings.cors_origins:
         from fastapi.middleware.cors import CORSMiddleware
 
@@ -86,6 +109,10 @@ def create_app(settings: ServeSettings, model_dir, engine=None) -> FastAPI:
     app.include_router(openai_routes.router)
     app.include_router(completions_routes.router)
     app.include_router(admin_routes.router)
+    if settings.demo:
+        from serve.demo import mount_demo
+
+        mount_demo(app, settings)
     app.include_router(tgi_routes.router)  # last: its `/adapters/{name}` compat route is the most general
     openapi_docs.install(app)
     return app

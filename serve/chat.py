@@ -8,12 +8,15 @@ from __future__ import annotations
 
 from serve.engine.types import GenerationRequest, SamplingParams
 from serve.errors import AdapterNotFound, InvalidRequest
+from serve.handoff import Handoff, HandoffRules
 
 
 class ChatService:
-    def __init__(self, engine, system_prompt: str):
+    def __init__(self, engine, system_prompt: str, handoff_rules: HandoffRules | None = None, metrics=None):
         self.engine = engine
         self.system_prompt = system_prompt
+        self.handoff_rules = handoff_rules or HandoffRules.load()
+        self.metrics = metrics
 
     @property
     def base_name(self) -> str:
@@ -51,3 +54,17 @@ class ChatService:
     def request(self, messages: list[dict], model: str | None, params: SamplingParams) -> GenerationRequest:
         adapter = self.adapter_for(model)
         return GenerationRequest(prompt=self.prompt(messages, adapter), adapter=adapter, params=params)
+
+    def handoff(self, customer_text: str, reply_text: str, adapter: str | None) -> Handoff:
+        """Flag a turn that hands the customer to a human (counted in the hand-off metric)."""
+        verdict = self.handoff_rules.check(customer_text, reply_text)
+        if verdict.flagged and self.metrics is not None:
+            self.metrics.handoff(adapter)
+        return verdict
+
+    def handoff_for_messages(self, messages: list[dict], reply_text: str, adapter: str | None) -> Handoff:
+        last_user = next((m.get("content") or "" for m in reversed(messages) if m.get("role") == "user"), "")
+        return self.handoff(last_user, reply_text, adapter)
+
+    def handoff_for_prompt(self, prompt: str, reply_text: str, adapter: str | None) -> Handoff:
+        return self.handoff(self.handoff_rules.last_user_turn(prompt), reply_text, adapter)

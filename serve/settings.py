@@ -50,6 +50,13 @@ class ServeSettings(KitSettings):
     engine_adapter_dir: str | None = Field(None, description="The adapter store's path as the remote sees it; default: the same path")
     energy_counter_url: str | None = Field(None, description="Prometheus endpoint of the remote GPUs' energy counter (DCGM exporter)")
     energy_counter_metric: str = Field("DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION", description="Counter in millijoules, summed over series")
+    root_path: str = Field("", description="Public path prefix behind a proxy that strips it (e.g. /supportkit)")
+    demo: bool = Field(True, description="Mount the support-desk demo page at /demo")
+    feedback_db: Path | None = Field(None, description="SQLite file for demo feedback; default $SUPPORTKIT_CACHE/feedback.db")
+    handoff_rules: Path | None = Field(None, description="Hand-off phrases per language (YAML); default: the kit's")
+    redact_account_patterns: list[str] | None = Field(
+        None, description="Regexes for customer account numbers (group 1 is redacted); default: keyword + number"
+    )
     admin_token: SecretStr | None = Field(
         None, validation_alias=AliasChoices("SUPPORTKIT_ADMIN_TOKEN", "admin_token"),
         description="Bearer token for /admin; admin routes are disabled without one",

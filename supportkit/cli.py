@@ -4,6 +4,7 @@ import typer
 
 from eval.cli import app as eval_app
 from serve.cli import app as serve_app
+from serve.feedback_cli import feedback_app
 from supportkit.model_commands import app as model_app
 from train.cli import data_app, train_app
 
@@ -12,6 +13,7 @@ app.add_typer(model_app, name="model")
 app.add_typer(data_app, name="data")
 app.add_typer(train_app, name="train")
 app.add_typer(eval_app, name="eval")
+app.add_typer(feedback_app, name="feedback")
 app.registered_commands += serve_app.registered_commands
 app.registered_groups += serve_app.registered_groups
 

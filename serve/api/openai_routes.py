@@ -39,7 +39,8 @@ async def _chat(body: ChatCompletionRequest, path_model: str | None, chat, engin
     params = body.sampling(settings.default_max_new_tokens)
     if len(params.stop) > settings.max_stop_sequences:
         raise InvalidRequest(f"stop supports at most {settings.max_stop_sequences} sequences", "stop")
-    req = chat.request(body.chat_messages(), model, params)
+    messages = body.chat_messages()
+    req = chat.request(messages, model, params)
     served = model or chat.base_name
     cid, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
 
@@ -48,7 +49,8 @@ async def _chat(body: ChatCompletionRequest, path_model: str | None, chat, engin
         choice = {"index": 0, "message": {"role": "assistant", "content": result.text},
                   "finish_reason": FINISH[result.finish_reason], "logprobs": _logprobs(result.tokens) if body.logprobs else None}
         payload = {"id": cid, "object": "chat.completion", "created": created, "model": served, "choices": [choice],
-                   "usage": _usage(result), "energy": energy_json(result)}
+                   "usage": _usage(result), "energy": energy_json(result),
+                   "handoff": chat.handoff_for_messages(messages, result.text, req.adapter).json()}
         return JSONResponse(payload, headers=result_headers(result, engine.device))
 
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
@@ -66,7 +68,8 @@ async def _chat(body: ChatCompletionRequest, path_model: str | None, chat, engin
                 if isinstance(event, GenerationResult):
                     final = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": served,
                              "choices": [{"index": 0, "delta": {}, "finish_reason": FINISH[event.finish_reason]}],
-                             "energy": energy_json(event)}
+                             "energy": energy_json(event),
+                             "handoff": chat.handoff_for_messages(messages, event.text, req.adapter).json()}
                     yield sse(final)
                     if include_usage:
                         yield sse({"id": cid, "object": "chat.completion.chunk", "created": created, "model": served,

@@ -31,11 +31,12 @@ def _request(body: TGIRequest, path_adapter: str | None, chat, settings) -> Gene
     return GenerationRequest(prompt=body.inputs, adapter=adapter, params=p.sampling(settings.default_max_new_tokens))
 
 
-def _details(result: GenerationResult, body: TGIRequest) -> dict:
+def _details(result: GenerationResult, body: TGIRequest, chat) -> dict:
     details = {
         "finish_reason": result.finish_reason, "generated_tokens": result.generated_tokens, "seed": result.seed,
         "prefill": [token_json(t) for t in result.prefill], "tokens": [token_json(t) for t in result.tokens],
         "energy_joules": result.energy_joules, "energy_source": result.energy_source,
+        "handoff": chat.handoff_for_prompt(body.inputs, result.text, result.adapter).json(),
     }
     if body.parameters.top_n_tokens:
         details["top_tokens"] = [[token_json(x) for x in (t.top_tokens or [])] for t in result.tokens]
@@ -48,7 +49,7 @@ async def _generate(body: TGIRequest, path_adapter, chat, engine, settings, as_l
     text = (body.inputs + result.text) if body.parameters.return_full_text else result.text
     payload = {"generated_text": text}
     if body.parameters.details:
-        payload["details"] = _details(result, body)
+        payload["details"] = _details(result, body, chat)
     return JSONResponse([payload] if as_list else payload, headers=result_headers(result, engine.device))
 
 
@@ -67,6 +68,7 @@ async def _stream(body: TGIRequest, path_adapter, chat, engine, settings) -> Str
                         last["details"] = {
                             "finish_reason": event.finish_reason, "generated_tokens": event.generated_tokens,
                             "seed": event.seed, "energy_joules": event.energy_joules, "energy_source": event.energy_source,
+                            "handoff": chat.handoff_for_prompt(body.inputs, event.text, req.adapter).json(),
                         }
                         yield sse(last, space=False)
                     return
