@@ -4,9 +4,10 @@ Targets: the base model and two random LoRA adapters of increasing strength (pla
 one should rank lower), with manifests whose validation losses are planted in the opposite order. Judges:
 panel-local.yaml (reference judge + the same server's base model as LLM judge). Usage:
 
-    .venv/bin/python benchmarks/eval_gemma_demo.py [--limit 4] [--out benchmarks/eval_gemma_demo]
+    .venv/bin/python benchmarks/eval_gemma_demo.py [--limit 2] [--max-tokens 64] [--out benchmarks/eval_gemma_demo]
 
-Needs `supportkit model prepare` done once. Not a test: on 2 CPU cores it takes several minutes.
+Answers are cut at --max-tokens (64) and verdicts at twice that. Needs `supportkit model prepare` done once.
+Not a test: it takes minutes on an idle CPU, far longer on a busy one.
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ sys.path.insert(0, str(ROOT))
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--limit", type=int, default=4)
+    parser.add_argument("--limit", type=int, default=2)
+    parser.add_argument("--max-tokens", type=int, default=64, help="answer length; the judge gets twice as many")
     parser.add_argument("--port", type=int, default=18431)
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "eval_gemma_demo")
     args = parser.parse_args()
@@ -57,9 +59,15 @@ def main() -> None:
                 raise SystemExit("server did not start")
             time.sleep(1)
         started = time.monotonic()
+        # panel-local.yaml with shorter answers and verdicts, so that a CPU run stays within minutes
+        panel_text = (ROOT / "eval" / "configs" / "panel-local.yaml").read_text()
+        panel_text = panel_text.replace("  max_tokens: 256", f"  max_tokens: {args.max_tokens}")
+        panel_text = panel_text.replace("    max_tokens: 384", f"    max_tokens: {2 * args.max_tokens}")
+        panel = Path(tempfile.mkdtemp(prefix="eval-demo-panel-")) / "panel.yaml"  # prompts: eval/configs/
+        panel.write_text(panel_text)
         env = {**os.environ, "SUPPORTKIT_JUDGE_URL": url}
-        subprocess.run([sys.executable, "-m", "eval.cli", "run", "--endpoint", url, "--out", str(args.out),
-                        "--limit", str(args.limit)], cwd=ROOT, env=env, check=True)
+        subprocess.run([sys.executable, "-m", "eval.cli", "run", "--endpoint", url, "--panel", str(panel),
+                        "--out", str(args.out), "--limit", str(args.limit)], cwd=ROOT, env=env, check=True)
         print(f"eval run took {time.monotonic() - started:.0f} s")
     finally:
         server.terminate()

@@ -26,6 +26,7 @@ def run(
     api: Optional[str] = typer.Option(None, help="openai (default) or tgi"),
     adapters: Optional[Path] = typer.Option(None, help="Adapter store to read manifests from (val loss, training energy)"),
     concurrency: Optional[int] = typer.Option(None, min=1, help="Answers in flight to the endpoint"),
+    timeout: Optional[float] = typer.Option(None, min=1, help="Seconds to wait for one answer (default 600)"),
 ) -> None:
     """Ask every target every question, judge the answers with the panel, and write the ranking report."""
     from pydantic import ValidationError
@@ -40,7 +41,7 @@ def run(
     try:
         settings = EvalSettings.from_cli(
             endpoint=endpoint, panel=panel, out=out, limit=limit, api=api, adapters=adapters,
-            concurrency=concurrency, questions=questions or None,
+            concurrency=concurrency, timeout_s=timeout, questions=questions or None,
             targets=[t.strip() for t in targets.split(",") if t.strip()] if targets else None,
         )
     except ValidationError as exc:

@@ -56,7 +56,7 @@ def run_job(settings: EvalSettings, log: Callable[[str], None] = print) -> dict[
     log(f"{len(targets)} targets ({', '.join(t.name for t in targets)}), {len(questions)} questions, "
         f"{len(panel.judges)} judges")
 
-    chat = make_chat(settings.api, settings.endpoint, api_key)
+    chat = make_chat(settings.api, settings.endpoint, api_key, settings.timeout_s)
     answered = collect_answers(chat, targets, questions, panel.decoding, out, concurrency=settings.concurrency,
                                max_retries=settings.max_retries, backoff_s=settings.backoff_s, progress=log)
     log(f"answers: {answered.asked} asked, {answered.cached} already on file, {answered.failed} failed")

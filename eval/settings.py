@@ -27,5 +27,6 @@ class EvalSettings(KitSettings):
     adapters: Path | None = None  # adapter store to read manifests from
     limit: int | None = Field(None, ge=1)
     concurrency: int = Field(4, ge=1, le=64)  # answers in flight to the endpoint
+    timeout_s: float = Field(600, gt=0)  # per answer: a small model on a busy CPU can take minutes
     max_retries: int = Field(4, ge=0)
     backoff_s: float = Field(0.5, ge=0)

@@ -56,7 +56,7 @@ def test_planted_quality_is_recovered_and_files_written(scripted_factory, tmp_pa
 
 def test_rerun_asks_only_what_is_missing_and_report_rerenders(scripted_factory, tmp_path):
     server = scripted_factory()
-    panel = write_panel(tmp_path / "panel.yaml", server.url, protocols=("rubric",))
+    panel = write_panel(tmp_path / "panel.yaml", server.url, protocols=("rubric",), method="rouge")
     out = tmp_path / "out"
     run_job(settings(server, panel, out, limit=3, targets=["good", "base"]), log=lambda _: None)
     assert server.scripted.requests["good"] == 3 and server.scripted.requests["judge"] == 6
