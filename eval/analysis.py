@@ -87,7 +87,8 @@ def analyse(run_info: dict[str, Any], answers: list[dict], judgments: list[dict]
         judge_ratings[judge["name"]] = point
         if anchor:
             preferences[judge["name"]] = _preferences(battles, anchor)
-        entry = {"kind": judge["kind"], "model": judge.get("model"), **_usage(records),
+        model = judge.get("model") or next((r["method"] for r in records if r.get("method")), judge.get("method"))
+        entry = {"kind": judge["kind"], "model": model, **_usage(records),
                  "scores": {n: {"score": point[n], "ci": ci[n]} for n in point}}
         if any(r["kind"] == "pairwise" for r in records):
             entry["position"] = position_consistency([r for r in records if r["kind"] == "pairwise" and r.get("status") == "ok"])
