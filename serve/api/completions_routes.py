@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from serve.api.deps import ChatDep, EngineDep, SettingsDep
 from serve.api.openai_schemas import StreamOptions
-from serve.api.responses import energy_json, result_headers, run, sse, stream_with_timeout
+from serve.api.responses import energy_json, open_stream, result_headers, run, sse
 from serve.engine.types import GenerationRequest, GenerationResult, SamplingParams, Token
 from serve.errors import InvalidRequest, ServeError
 
@@ -31,7 +31,7 @@ class CompletionRequest(BaseModel):
     prompt: str | list[str] = Field(min_length=1)
     max_tokens: int | None = Field(16, ge=1)
     temperature: float | None = Field(None, ge=0.0, le=2.0)
-    top_p: float | None = Field(None, gt=0.0, le=1.0)
+    top_p: float | None = Field(None, ge=1e-6, le=1.0)
     top_k: int | None = Field(None, ge=-1)
     n: int = Field(1, ge=1, le=1, description="Only one choice per request")
     echo: bool = Field(False, description="Not supported")
@@ -41,7 +41,7 @@ class CompletionRequest(BaseModel):
     seed: int | None = Field(None, ge=0, le=2**63 - 1)
     frequency_penalty: float | None = Field(None, ge=-2.0, le=2.0)
     presence_penalty: float | None = Field(None, ge=-2.0, le=2.0)
-    repetition_penalty: float | None = Field(None, gt=0.0)
+    repetition_penalty: float | None = Field(None, ge=0.01, le=10.0)  # logits stay finite
     logprobs: int | None = Field(None, ge=0, le=5)
     return_tokens_as_token_ids: bool = False
     truncate_prompt_tokens: int | None = Field(None, ge=1)
@@ -55,6 +55,7 @@ class CompletionRequest(BaseModel):
 
     def sampling(self) -> SamplingParams:
         temperature = 1.0 if self.temperature is None else self.temperature
+        temperature = 0.0 if temperature < 1e-5 else temperature  # greedy, as vLLM does (no overflow)
         return SamplingParams(
             max_new_tokens=self.max_tokens or 16, do_sample=temperature > 0, temperature=temperature, top_p=self.top_p,
             top_k=self.top_k if self.top_k and self.top_k > 0 else None, repetition_penalty=self.repetition_penalty,
@@ -120,10 +121,12 @@ async def completions(body: CompletionRequest, chat: ChatDep, engine: EngineDep,
     def chunk(choices: list, **extra) -> str:
         return sse({"id": cid, "object": "text_completion", "created": created, "model": served, "choices": choices, **extra})
 
+    events = await open_stream(engine, req, settings.request_timeout_s)  # refusals before the stream begins
+
     async def frames():
         offset, last = 0, None
         try:
-            async for event in stream_with_timeout(engine, req, settings.request_timeout_s):
+            async for event in events:
                 done = isinstance(event, GenerationResult)
                 if done or not event.last:  # the last token is sent with the finish reason, which follows at once
                     token = last if done else event

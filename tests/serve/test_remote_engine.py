@@ -190,6 +190,20 @@ def test_tgi_stream_with_details(front, back):
     assert events[-1].generated_text == direct == "".join(e.token.text for e in events)
 
 
+def test_completions_route_speaks_openai(back):
+    """The back's /v1/completions (what `--engine vllm` uses) with the unmodified openai client."""
+    client = oai(back)
+    out = client.completions.create(model="support-a", prompt=PROMPT, max_tokens=12, temperature=0, logprobs=1)
+    tgi = InferenceClient(base_url=back.url).text_generation(PROMPT, max_new_tokens=12, adapter_id="support-a")
+    assert out.choices[0].text == tgi and out.choices[0].finish_reason == "length"
+    assert out.usage.completion_tokens == len(out.choices[0].logprobs.tokens) == 12
+    chunks = list(client.completions.create(model="support-a", prompt=PROMPT, max_tokens=12, temperature=0, stream=True))
+    assert "".join(c.choices[0].text for c in chunks if c.choices) == tgi
+    assert chunks[-1].choices[0].finish_reason == "length"
+    with pytest.raises(openai.NotFoundError):
+        client.completions.create(model="no-such-adapter", prompt=PROMPT, max_tokens=2, stream=True)
+
+
 def test_prefill_details(front, back):
     body = {"inputs": PROMPT, "parameters": {"max_new_tokens": 3, "decoder_input_details": True, "adapter_id": "support-a"}}
     r = httpx.post(front.url + "/generate", json=body, timeout=60)
