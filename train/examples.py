@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import random
+import re
 from dataclasses import dataclass
 
 from train.config import TrainConfig
 from train.data.records import Conversation, fingerprint
 
 IGNORE = -100
+GENERATION_TAG = re.compile(r"{%-?\s*generation\s*-?%}")  # not `add_generation_prompt`
 
 
 def load_records(cfg: TrainConfig) -> tuple[list[Conversation], str]:
@@ -67,7 +69,7 @@ def tokenize(tokenizer, conv: Conversation, max_length: int) -> dict[str, list[i
     """input_ids + labels where only the assistant's tokens (incl. its end-of-turn) are targets; None if a
     truncated conversation has no assistant token left."""
     messages = [m.model_dump() for m in conv.messages]
-    if "generation" in (tokenizer.chat_template or ""):
+    if GENERATION_TAG.search(tokenizer.chat_template or ""):
         enc = tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True, return_assistant_tokens_mask=True)
         ids, mask = enc["input_ids"], enc["assistant_masks"]
     else:

@@ -74,7 +74,9 @@ def test_selected_logits_loss_equals_the_models_own_loss(tiny_model, tok):
     torch.manual_seed(0)
     model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model),
                            LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
-    batch = PadToLongest(tok.pad_token_id)([tokenize(tok, CONV, 1024), tokenize(tok, CONV, 30)])
+    short = CONV.model_copy(update={"messages": CONV.messages[:3]})
+    batch = PadToLongest(tok.pad_token_id)([tokenize(tok, CONV, 1024), tokenize(tok, short, 1024)])
+    assert (batch["attention_mask"] == 0).any()  # the padded row is part of the check
     trainer = _trainer_class()(model=model, args=TrainingArguments(output_dir="/tmp/unused", report_to=[], use_cpu=True))
     model.eval()
     ours = trainer.compute_loss(model, dict(batch))
