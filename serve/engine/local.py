@@ -123,7 +123,7 @@ class LocalEngine:
         self.slots = SlotTable(self.layers, max_adapters + 1)
 
         self.meter = meter or open_meter(self.device)
-        self._last_energy = self.meter.joules()
+        self._last_energy = self._first_energy = self.meter.joules()
         self.idle_joules = 0.0
         self._adapters: dict[str, AdapterWeights] = {}
         self._lock = threading.Lock()
@@ -164,6 +164,10 @@ class LocalEngine:
             "waiting_adapters": sorted(set(waiting)), "resident_adapters": self.slots.resident(),
             "max_adapters": len(self.slots.held) - 1,
         }
+
+    def metered_joules(self) -> float:
+        """The meter's total over the window that requests and idle time have been charged for."""
+        return self._last_energy - self._first_energy
 
     # ---- adapters ------------------------------------------------------------------------------------
     def load_adapter(self, name: str, path: Path) -> AdapterWeights:
@@ -380,7 +384,7 @@ class LocalEngine:
         before = len(row.text)
         delta = row.decoder.push(token_id)
         row.text += delta
-        if token_id in self.eos_ids:
+        if token_id in self.eos_ids and not p.ignore_eos:
             row.finish_reason = "eos_token"
         elif p.stop and (cut := find_stop(row.text, before, p.stop)) is not None:
             row.text = row.text[:cut]

@@ -29,60 +29,60 @@ class BatchContext:
 
 
 class MultiLoraLinear(nn.Module):
+    """A linear layer plus the LoRA weights of every slot: A [S, R, in], and B transposed and pre-scaled
+    (B^T * alpha / r) [S, R, out], so that applying an adapter is one matmul and one fused multiply-add."""
+
     def __init__(self, base: nn.Linear, ctx: BatchContext, num_slots: int, max_rank: int):
         super().__init__()
         self.base = base
         self.ctx = ctx
         self.num_slots, self.max_rank = num_slots, max_rank
         self.in_features, self.out_features = base.in_features, base.out_features
-        self.lora_A: torch.Tensor | None = None  # [S, R, in]
-        self.lora_B: torch.Tensor | None = None  # [S, out, R]
-        self.scaling = torch.zeros(num_slots)
-        self.scale_f = [0.0] * num_slots
+        self.lora_A: torch.Tensor | None = None
+        self.lora_BT: torch.Tensor | None = None
         self.ranks = [0] * num_slots
         self.present: set[int] = set()
+        self.used_rank = 0  # the largest rank among present slots: mixed batches gather only that much
 
     def _allocate(self) -> None:
         w = self.base.weight
         self.lora_A = torch.zeros(self.num_slots, self.max_rank, self.in_features, dtype=w.dtype, device=w.device)
-        self.lora_B = torch.zeros(self.num_slots, self.out_features, self.max_rank, dtype=w.dtype, device=w.device)
-        self.scaling = self.scaling.to(device=w.device)  # fp32: a bf16 scaling would round alpha / r
+        self.lora_BT = torch.zeros(self.num_slots, self.max_rank, self.out_features, dtype=w.dtype, device=w.device)
 
     def write_slot(self, slot: int, a: torch.Tensor, b: torch.Tensor, scaling: float) -> None:
         if self.lora_A is None:
             self._allocate()
         r = a.shape[0]
         self.lora_A[slot].zero_()
-        self.lora_B[slot].zero_()
+        self.lora_BT[slot].zero_()
         self.lora_A[slot, :r].copy_(a)
-        self.lora_B[slot, :, :r].copy_(b)
-        self.scaling[slot] = scaling
-        self.scale_f[slot] = scaling
+        # Scaled in fp32, then cast: the same product peft forms when it multiplies by the scaling.
+        self.lora_BT[slot, :r].copy_(b.t().float() * scaling)
         self.ranks[slot] = r
         self.present.add(slot)
+        self.used_rank = max(self.ranks)
 
     def clear_slot(self, slot: int) -> None:
         if slot in self.present:
             self.lora_A[slot].zero_()
-            self.lora_B[slot].zero_()
-            self.scaling[slot] = 0
-            self.scale_f[slot] = 0.0
+            self.lora_BT[slot].zero_()
             self.ranks[slot] = 0
             self.present.discard(slot)
+            self.used_rank = max(self.ranks)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.base(x)
         ctx = self.ctx
-        if not (ctx.active and self.present) or ctx.active.isdisjoint(self.present):
+        if not self.present or ctx.active.isdisjoint(self.present):
             return y
         s = ctx.single_slot
         if s is not None:
             r = self.ranks[s]
-            # Same operations, in the same order, as peft's LoRA layer: exact in fp32.
-            return y + F.linear(F.linear(x, self.lora_A[s, :r]), self.lora_B[s, :, :r]) * self.scale_f[s]
-        idx = ctx.slot_ids
-        xa = torch.bmm(x, self.lora_A[idx].transpose(1, 2))
-        return y + torch.bmm(xa, self.lora_B[idx].transpose(1, 2)) * self.scaling[idx].view(-1, 1, 1).to(x.dtype)
+            xa = F.linear(x, self.lora_A[s, :r])
+            return y.view(-1, self.out_features).addmm_(xa.view(-1, r), self.lora_BT[s, :r]).view(y.shape)
+        rk, idx = self.used_rank, ctx.slot_ids
+        xa = torch.bmm(x, self.lora_A[idx, :rk].transpose(1, 2))
+        return torch.baddbmm(y, xa, self.lora_BT[idx, :rk])
 
 
 def wrap_linear_layers(model: nn.Module, ctx: BatchContext, num_slots: int, max_rank: int) -> dict[str, MultiLoraLinear]:

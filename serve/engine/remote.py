@@ -153,8 +153,8 @@ class RemoteEngine:
         if ok and (not self._healthy or self.info is None):
             try:
                 self._refresh()
-            except ServeError as exc:
-                log.warning("the %s engine answers /health but not its model list: %s", self.kind, exc.message)
+            except (ServeError, httpx.HTTPError, ValueError, KeyError) as exc:
+                log.warning("the %s engine answers /health but not its model list: %s", self.kind, exc)
                 ok = False
         if ok != self._healthy:
             log.info("the %s engine at %s is %s", self.kind, self.url, "healthy" if ok else "unhealthy")
@@ -162,7 +162,10 @@ class RemoteEngine:
 
     def _watch(self) -> None:
         while not self._stop.wait(self.health_interval_s):
-            self._poll()
+            try:
+                self._poll()
+            except Exception:  # the poller must outlive any surprise, or health would freeze
+                log.exception("remote health check failed")
 
     def _refresh(self) -> None:
         """Read the remote's limits and adapters; re-offer our adapters to it (a restarted vLLM forgot them)."""

@@ -22,6 +22,7 @@ class SamplingParams:
     logprobs: bool = False  # each generated token's log-probability (TGI details, OpenAI logprobs)
     decoder_input_details: bool = False
     truncate: int | None = None
+    ignore_eos: bool = False  # generate exactly max_new_tokens (benchmarks)
 
     @property
     def sampling(self) -> bool:

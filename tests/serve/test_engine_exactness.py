@@ -18,7 +18,7 @@ def setup(request, tiny_model, tiny_gemma, tmp_path_factory):
     model_dir = tiny_model if request.param == "qwen2" else tiny_gemma
     store = tmp_path_factory.mktemp(f"adapters-{request.param}")
     a = build_random_adapter(model_dir, store / "qv", r=8, target_modules=("q_proj", "v_proj"), seed=11)
-    b = build_random_adapter(model_dir, store / "all", r=4, alpha=8, target_modules=LORA_MODULES, seed=12)
+    b = build_random_adapter(model_dir, store / "all", r=6, alpha=10, target_modules=LORA_MODULES, seed=12)
     engine = LocalEngine(model_dir, dtype="float32", max_batch_size=8)
     engine.start()
     engine.load_adapter("qv", a)
