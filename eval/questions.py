@@ -2,7 +2,7 @@
 
 The data step's conversation records (`{"id", "messages", "scenario", "split"}`) are valid question files:
 the prompt is every turn before the last assistant turn, and that turn is the reference. Records of another
-split than `test` are skipped, so the whole conversations file can be given.
+split than `test` are skipped, so the whole conversations file (or its dataset directory) can be given.
 """
 
 from __future__ import annotations
@@ -67,6 +67,8 @@ def load_questions(paths: list[Path], limit: int | None = None) -> list[Question
     seen: set[str] = set()
     for path in paths:
         path = Path(path)
+        if path.is_dir():  # a dataset directory of the data step
+            path = path / "conversations.jsonl"
         if not path.is_file():
             raise QuestionFileError(f"question file not found: {path}")
         for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):

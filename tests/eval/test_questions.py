@@ -57,3 +57,20 @@ def test_bad_question_files_are_clear_errors(tmp_path, records, message):
 def test_missing_file(tmp_path):
     with pytest.raises(QuestionFileError, match="not found"):
         load_questions([tmp_path / "nope.jsonl"])
+
+
+def test_the_data_steps_dataset_is_a_question_file(tmp_path):
+    """The contract between the steps: `supportkit data generate` output, test split only."""
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    subprocess.run([sys.executable, "-m", "supportkit.cli", "data", "generate", "--offline", "--out", str(tmp_path),
+                    "--scenarios", "40"], cwd=ROOT, check=True, capture_output=True)
+    records = [json.loads(line) for line in (tmp_path / "conversations.jsonl").read_text().splitlines()]
+    test_ids = {r["id"] for r in records if r["split"] == "test"}
+    questions = load_questions([tmp_path])
+    assert {q.id for q in questions} == test_ids and test_ids
+    for q in questions:
+        assert q.messages[-1]["role"] == "user" and q.reference and q.scenario
