@@ -13,6 +13,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 import serve
 from common.redact import Redactor
 from serve.api import admin_routes, completions_routes, errors, openai_routes, openapi_docs, tgi_routes
+from serve.api.disconnect import CancelOnDisconnect
 from serve.chat import ChatService
 from serve.feedback import FeedbackStore
 from serve.handoff import HandoffRules
@@ -78,6 +79,7 @@ def create_app(settings: ServeSettings, model_dir, engine=None) -> FastAPI:
 
     app = FastAPI(
         title="supportkit", version=serve.__version__, lifespan=lifespan,
+        max_body_size=settings.max_request_bytes,  # counts bytes read, so chunked bodies are bounded too
         description="Telecom support assistant: OpenAI- and TGI-compatible APIs over a base model and LoRA adapters.",
     )
     app.state.metrics = None
@@ -91,6 +93,8 @@ def create_app(settings: ServeSettings, model_dir, engine=None) -> FastAPI:
                 request, 413, f"request body too large (limit {settings.max_request_bytes} bytes)", "validation"
             )
         return await call_next(request)
+
+    app.add_middleware(CancelOnDisconnect)  # outermost: a client that leaves frees its batch row
 
     if settings.root_path:
         app.add_middleware(RootPath, prefix=settings.root_path)
