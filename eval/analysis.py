@@ -2,7 +2,8 @@
 
 Each judge contributes battles per question: its pairwise verdicts (both orders) when it judges pairwise,
 else battles derived from its per-answer scores (reference similarity, or rubric means). The panel's score
-is one Bradley-Terry fit over all judges' battles; its CI resamples the questions.
+is one Bradley-Terry fit over all judges' battles, each judge weighted to the same total; its CI resamples
+the questions.
 """
 
 from __future__ import annotations
@@ -78,11 +79,16 @@ def analyse(run_info: dict[str, Any], answers: list[dict], judgments: list[dict]
     panel_battles: dict[str, list[Battle]] = defaultdict(list)
     judge_ratings: dict[str, dict[str, float]] = {}
     preferences: dict[str, dict] = {}
+    per_judge_battles = {j["name"]: _judge_battles(j, by_judge.get(j["name"], [])) for j in run_info["judges"]}
+    counts = {j: sum(map(len, b.values())) for j, b in per_judge_battles.items()}
+    mean_count = float(np.mean([c for c in counts.values() if c])) if any(counts.values()) else 0.0
     for judge in run_info["judges"]:
         records = by_judge.get(judge["name"], [])
-        battles = _judge_battles(judge, records)
+        battles = per_judge_battles[judge["name"]]
+        # Every judge weighs the same in the panel, however many battles its protocol yields.
+        weight = mean_count / counts[judge["name"]] if counts[judge["name"]] else 0.0
         for unit, items in battles.items():
-            panel_battles[unit].extend(items)
+            panel_battles[unit].extend((a, b, outcome, weight) for a, b, outcome in items)
         point, ci, _ = bt_with_ci(battles, names, anchor, n_boot, seed=1)
         judge_ratings[judge["name"]] = point
         if anchor:

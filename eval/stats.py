@@ -1,6 +1,6 @@
 """Statistics of a judging run: Bradley-Terry with bootstrap CIs over prompts, agreement, Pareto front.
 
-Battles are (first, second, outcome) with outcome 1 = first wins, 0 = second wins, 0.5 = tie. Bradley-Terry
+Battles are (first, second, outcome[, weight]) with outcome 1 = first wins, 0 = second wins, 0.5 = tie. Bradley-Terry
 is fitted by maximum likelihood (scipy), reported on the Elo scale (400 points = 10:1 odds), anchor at 1000.
 """
 
@@ -22,16 +22,17 @@ RIDGE = 1e-6  # pins the level of targets that never met the anchor's component
 
 def fit_bradley_terry(battles: Sequence[Battle], names: Sequence[str], anchor: str | None = None) -> dict[str, float]:
     """Elo-scale strengths of the named targets that appear in a battle (anchor = 1000, else mean = 1000)."""
-    present = sorted({n for a, b, _ in battles for n in (a, b)} & set(names))
+    present = sorted({n for a, b, *_ in battles for n in (a, b)} & set(names))
     if len(present) < 2:
         return {n: ELO_BASE for n in present}
     index = {n: i for i, n in enumerate(present)}
     k = len(present)
     wins = np.zeros((k, k))
-    for a, b, outcome in battles:
+    for a, b, outcome, *weight in battles:
         if a in index and b in index:
-            wins[index[a], index[b]] += outcome
-            wins[index[b], index[a]] += 1 - outcome
+            w = weight[0] if weight else 1.0
+            wins[index[a], index[b]] += w * outcome
+            wins[index[b], index[a]] += w * (1 - outcome)
     met = (wins + wins.T) > 0
     wins += PRIOR_TIES * met
 

@@ -107,3 +107,10 @@ def test_position_consistency():
 def test_pareto_front():
     points = {"cheap-bad": (900.0, 1.0), "mid": (1000.0, 2.0), "dominated": (950.0, 3.0), "best": (1100.0, 5.0)}
     assert pareto_front(points) == ["cheap-bad", "mid", "best"]
+
+
+def test_a_weighted_battle_counts_as_that_many_battles():
+    battles = [("a", "b", 1.0)] * 6 + [("a", "b", 0.0)] * 2
+    weighted = [("a", "b", 1.0, 3.0), ("a", "b", 0.0, 1.0)]
+    assert fit_bradley_terry(weighted, ["a", "b"], "b")["a"] == pytest.approx(
+        fit_bradley_terry(battles, ["a", "b"], "b")["a"], abs=1e-3)
