@@ -111,6 +111,6 @@ def test_pareto_front():
 
 def test_a_weighted_battle_counts_as_that_many_battles():
     battles = [("a", "b", 1.0)] * 6 + [("a", "b", 0.0)] * 2
-    weighted = [("a", "b", 1.0, 3.0), ("a", "b", 0.0, 1.0)]
+    weighted = [("a", "b", 1.0, 6.0), ("a", "b", 0.0, 2.0)]
     assert fit_bradley_terry(weighted, ["a", "b"], "b")["a"] == pytest.approx(
         fit_bradley_terry(battles, ["a", "b"], "b")["a"], abs=1e-3)
