@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import http.server
+import inspect
 import json
 import shutil
 import sys
@@ -28,6 +29,7 @@ from serve.engine.remote_energy import CounterEnergy, parse_counter
 from serve.engine.remote_protocols import error_from_body, error_from_event
 from serve.errors import AdapterNotFound, GenerationFailed, InvalidRequest, Overloaded, Unavailable
 from tests.conftest import ADMIN_TOKEN, LiveServer
+from tests.serve import test_clients as core_clients
 
 QUESTION = [{"role": "user", "content": "My 4G data does not work abroad. What can I do?"}]
 PROMPT = "Hello, my router shows a red light and"
@@ -141,6 +143,24 @@ def test_models_and_refused_adapter(front):
     # The back does not serve it: TGI's list lacks it; the back has no runtime-loading route (vLLM).
     reason = {"tgi": "not among the adapters the TGI engine", "vllm": "does not load adapters at run time"}[front.kind]
     assert reason in failed["not-on-back"]
+
+
+# The serving core's own client tests, run unchanged against each front server.
+CORE_CLIENT_TESTS = [name for name in dir(core_clients) if name.startswith("test_")]
+NOT_FOR = {  # (test, front kind): why the remote engine differs there, by design
+    ("test_tgi_text_generation_matches_peft", "vllm"): "vLLM's completions API has no prefill details",
+    ("test_openai_chat_with_adapter_differs_from_base_and_counts_usage", "vllm"):
+        "no energy counter configured for this front: energy is unknown, not measured",
+}
+
+
+@pytest.mark.parametrize("name", CORE_CLIENT_TESTS)
+def test_core_client_tests_through_the_front(name, front, tiny_model, adapter_store):
+    if (name, front.kind) in NOT_FOR:
+        pytest.skip(NOT_FOR[name, front.kind])
+    fixtures = {"oai": oai(front), "live_server": front, "tiny_model": tiny_model, "adapter_store": adapter_store}
+    test = getattr(core_clients, name)
+    test(**{p: fixtures[p] for p in inspect.signature(test).parameters})
 
 
 def test_openai_answers_equal_the_back(front, back):
