@@ -1,0 +1,132 @@
+"""`supportkit study`: data -> the sweep's adapters -> one server -> the judge panel -> one report.
+
+Every step keeps its results in the output directory and reuses them on a re-run, so a study that was
+interrupted continues where it stopped (finished adapters, answers and judgments are not redone).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+Opt = typer.Option
+
+
+def study(
+    profile: Annotated[str, Opt(help="laptop (2-core CPU, ~45 min), gpu (the study's scale), mini (tests)")] = "laptop",
+    out: Annotated[Optional[Path], Opt(help="Output directory (default: ./study-PROFILE); a re-run in it continues")] = None,
+    model: Annotated[Optional[str], Opt(help="Base model directory (default: the profile's; the embedded model)")] = None,
+    panel: Annotated[Optional[Path], Opt(help="Judge panel YAML (default: the profile's)")] = None,
+    questions: Annotated[Optional[int], Opt(min=1, help="Test questions asked (default: the profile's)")] = None,
+    port: Annotated[Optional[int], Opt(help="Loopback port of the study's server (default: a free one, kept for re-runs)")] = None,
+    profiles: Annotated[Optional[Path], Opt(help="Profiles file (default: supportkit/study_profiles.yaml)")] = None,
+    progress: Annotated[bool, Opt(help="Training progress bars")] = True,
+) -> None:
+    """Run the whole LoRA study in one command and write report.md, report.html, study.json and plots."""
+    from rich.console import Console
+
+    from supportkit.study_config import StudyError, load_profile
+
+    console = Console(stderr=True)
+    try:
+        prof = load_profile(profile, profiles)
+        if questions:
+            prof.eval.questions = questions
+        if panel:
+            prof.eval.panel = str(panel.resolve())
+        if not prof.eval.panel_path().is_file():
+            raise StudyError(f"panel file not found: {prof.eval.panel_path()}")
+        files = run_study(prof, out or Path(f"study-{profile}"), model, port, progress, console)
+    except StudyError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1)
+    for path in files.values():
+        typer.echo(str(path))
+
+
+def _state(layout, profile_name: str, port: int | None) -> dict:
+    """study-state.json: the profile and server port of this directory (the eval job's resume needs the same URL)."""
+    from supportkit.study_config import StudyError
+    from supportkit.study_steps import free_port, port_is_free
+
+    state = json.loads(layout.state.read_text()) if layout.state.is_file() else {}
+    if state.get("profile") and state["profile"] != profile_name:
+        raise StudyError(f"{layout.out} holds a study of profile {state['profile']!r}; use another --out")
+    chosen = port or state.get("port") or free_port()
+    if not port_is_free(chosen):
+        raise StudyError(f"port {chosen} of this study's server is in use; free it (or pass --port N with "
+                         f"a new --out: the stored answers are keyed to the server's URL)")
+    if state.get("port") and chosen != state["port"] and (layout.eval / "run.json").is_file():
+        raise StudyError(f"this study's answers were asked at port {state['port']}; re-run with that port")
+    state.update(profile=profile_name, port=chosen)
+    layout.out.mkdir(parents=True, exist_ok=True)
+    layout.state.write_text(json.dumps(state, indent=2) + "\n")
+    return state
+
+
+def run_study(prof, out: Path, model_override: str | None, port: int | None, progress: bool, console) -> dict[str, Path]:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from common.models import model_name
+    from supportkit.study_config import Layout
+    from supportkit.study_report import write_report
+    from supportkit.study_steps import StudyServer, generate_data, prepare_model, run_eval, sweep_configs, train_all
+
+    layout = Layout(out.resolve())
+    state = _state(layout, prof.name, port)
+    log = lambda message: console.print(f"[dim]{time.strftime('%H:%M:%S')}[/dim] {message}")  # noqa: E731
+    timings: dict[str, float] = {}
+    t0 = time.monotonic()
+
+    def timed(step: str, t_start: float) -> None:
+        timings[f"{step}_s"] = time.monotonic() - t_start
+
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=False) as bar:
+        steps = bar.add_task("study: data, train, serve, eval, report", total=5)
+        t = time.monotonic()
+        model_dir = prepare_model(prof, layout, model_override)
+        data_stats = generate_data(prof, layout, log)
+        log(f"data: {data_stats.get('conversations')} conversations, splits {data_stats.get('by_split')}")
+        timed("data", t)
+        bar.advance(steps)
+
+        t = time.monotonic()
+        runs = sweep_configs(prof, layout, model_dir)
+        names = [cfg.name for _, cfg, _ in runs]
+        training = bar.add_task("adapters", total=len(runs))
+        train_all(prof, layout, runs, log, progress, on_done=lambda name, reused: bar.advance(training))
+        timed("train", t)
+        bar.advance(steps)
+
+        t = time.monotonic()
+        log(f"serve: {len(names)} adapters + the base model at http://127.0.0.1:{state['port']} (log: {layout.server_log})")
+        server = StudyServer(model_dir, layout.store, state["port"], prof.serve.dtype, layout.server_log)
+        try:
+            server.wait_ready(names, prof.serve.startup_timeout_s)
+            timed("serve", t)
+            bar.advance(steps)
+            t = time.monotonic()
+            log(f"eval: panel {prof.eval.panel_path()}, {prof.eval.questions} test questions")
+            run_eval(prof, layout, server.url, ["base", *names], prof.eval.panel_path(), log)
+            timed("eval", t)
+        finally:
+            server.stop()
+        bar.advance(steps)
+
+        t = time.monotonic()
+        timings["total_s"] = time.monotonic() - t0
+        meta = {"profile": prof.name, "profile_settings": prof.model_dump(mode="json"), "model_dir": str(model_dir),
+                "model_name": model_name(model_dir), "data": {**data_stats, "generator": prof.data.generator},
+                "timings": timings, "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        meta["data"].pop("system_prompt", None)
+        files = write_report(layout.out, layout.eval, layout.store, names, meta)
+        bar.advance(steps)
+    state.setdefault("runs", []).append({"finished_at": meta["finished_at"], "timings": timings})
+    layout.state.write_text(json.dumps(state, indent=2) + "\n")
+    log(f"report: {files['report_html']}")
+    return files

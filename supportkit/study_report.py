@@ -1,0 +1,253 @@
+"""The study's report: study.json, report.md, a self-contained report.html and PNG plots.
+
+Numbers come from the stored artefacts only: the adapters' manifests (configuration, losses, training energy)
+and the eval job's ranking.json (panel scores and CIs, energy per answer, Kendall tau, Pareto fronts), which
+it computes from answers.jsonl and judgments.jsonl. The eval job's own markdown/HTML renderers and plots are
+reused; the grouped plots (target modules, rank) and the recommendation are the study's.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from eval.plots import plot_energy, plot_val_loss
+from eval.report import to_html, to_markdown
+
+PLOTS = {
+    "ranking": "plot_ranking.png",
+    "val_loss": "plot_rank_vs_val_loss.png",
+    "energy": "plot_quality_vs_energy.png",
+    "modules": "plot_effect_of_modules.png",
+    "rank": "plot_effect_of_rank.png",
+}
+MODULE_SETS = {("q", "v"): "qv", ("k", "o", "q", "v"): "qkvo",
+               ("down", "gate", "k", "o", "q", "up", "v"): "all"}
+
+
+def fmt(value: Any, spec: str) -> str:
+    """The one number format of the report (the tests format stored values the same way)."""
+    return "-" if value is None else format(value, spec)
+
+
+def module_set(modules: list[str] | None) -> str | None:
+    if not modules:
+        return None
+    short = tuple(sorted(m.removesuffix("_proj") for m in modules))
+    return MODULE_SETS.get(short, "+".join(short))
+
+
+def collect(store: Path, ranking: dict, names: list[str]) -> list[dict]:
+    """One row per study configuration (manifest + ranking) and one for the base model."""
+    from common.manifest import read_manifest
+
+    by_target = {t["name"]: t for t in ranking["targets"]}
+    rows = []
+    base = next((t for t in ranking["targets"] if t.get("is_base")), None)
+    for name in names + ([base["name"]] if base else []):
+        t = by_target.get(name, {})
+        row: dict[str, Any] = {"name": name, "is_base": bool(t.get("is_base"))}
+        if not row["is_base"]:
+            m = read_manifest(store / name)
+            lora, tr, met, en = m.lora, m.training, m.metrics, m.energy
+            row.update(
+                r=lora.r, alpha=lora.alpha, modules=module_set(lora.target_modules),
+                learning_rate=tr.learning_rate, epochs=tr.epochs, steps=tr.steps,
+                train_loss=met.train_loss, val_loss=met.val_loss, perplexity=met.perplexity,
+                train_kwh=en.kwh.get("total") if en else None,
+                train_kwh_sources=dict(en.sources) if en else {}, train_duration_s=en.duration_s if en else None,
+                co2_kg=en.co2_kg if en else None,
+            )
+        row.update(
+            score=t.get("score"), ci=t.get("ci"), rank=t.get("rank"), answers=t.get("answers"),
+            joules_per_answer=t.get("joules_per_answer"), answer_energy_sources=t.get("energy_source") or [],
+            similarity={j: v["mean"] for j, v in (t.get("reference_similarity") or {}).items()},
+            pareto=t.get("pareto") or {},
+        )
+        rows.append(row)
+    return rows
+
+
+def _sources(sources: dict | list | None) -> str:
+    if isinstance(sources, dict):
+        return ", ".join(f"{k} {v}" for k, v in sorted(sources.items())) or "-"
+    return ", ".join(sources or []) or "-"
+
+
+def recommend(rows: list[dict]) -> dict[str, Any]:
+    """The plainly-worded conclusion: the configurations on the quality-energy Pareto fronts."""
+    adapters = [r for r in rows if not r["is_base"] and r["score"] is not None]
+    base = next((r for r in rows if r["is_base"]), None)
+    front_train = [r["name"] for r in adapters if r["pareto"].get("train_kwh")]
+    front_answer = [r["name"] for r in rows if r["pareto"].get("joules_per_answer") and not r["is_base"]]
+    both = [n for n in front_train if n in front_answer]
+    lines = []
+    if not adapters:
+        return {"pareto_train_kwh": [], "pareto_joules_per_answer": [], "text": "No configuration was judged."}
+    best = max(adapters, key=lambda r: r["score"])
+    with_loss = [r for r in adapters if r.get("val_loss") is not None]
+    lowest = min(with_loss, key=lambda r: r["val_loss"]) if with_loss else None
+    if front_train:
+        lines.append("Recommended (no other configuration is both better judged and cheaper to train): "
+                     + "; ".join(f"{r['name']} (panel {fmt(r['score'], '.1f')}, {fmt(r['train_kwh'], '.4g')} kWh)"
+                                 for r in adapters if r["name"] in front_train) + ".")
+    if front_answer:
+        lines.append("On the front of panel score against energy per answer: " + ", ".join(front_answer) + "."
+                     + (f" On both fronts: {', '.join(both)}." if both else ""))
+    lines.append(f"Best judged: {best['name']} (panel {fmt(best['score'], '.1f')}, 95% CI "
+                 f"{_ci(best['ci'])})."
+                 + (f" Lowest validation loss: {lowest['name']} ({fmt(lowest['val_loss'], '.4f')}), ranked "
+                    f"{lowest['rank']} of {len([r for r in rows if r['rank']])} by the panel." if lowest else ""))
+    if base and base["score"] is not None and base["score"] >= best["score"]:
+        lines.append(f"No configuration is judged better than the base model {base['name']} at this scale.")
+    overlapping = [r["name"] for r in adapters if r is not best and r["ci"] and best["ci"] and r["ci"][1] >= best["ci"][0]]
+    if overlapping:
+        lines.append(f"The confidence interval of the best-judged configuration overlaps those of {len(overlapping)} "
+                     f"other(s): more questions (or judges) are needed to separate them.")
+    return {"pareto_train_kwh": front_train, "pareto_joules_per_answer": front_answer, "best": best["name"],
+            "lowest_val_loss": lowest["name"] if lowest else None, "text": " ".join(lines)}
+
+
+def _ci(ci: list[float] | None) -> str:
+    return f"[{ci[0]:.1f}, {ci[1]:.1f}]" if ci else "-"
+
+
+def plot_grouped(rows: list[dict], key: str, order: list, colour_key: str, title: str, path: Path) -> Path:
+    """Val loss, panel score and training energy of each configuration, grouped by `key` (mean as a bar)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in rows if not r["is_base"]]
+    groups = [g for g in order if any(r[key] == g for r in rows)] + sorted({r[key] for r in rows} - set(order), key=str)
+    colours = {c: f"C{i}" for i, c in enumerate(sorted({r[colour_key] for r in rows}, key=str))}
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.8), dpi=100)
+    for ax, field, label in zip(axes, ("val_loss", "score", "train_kwh"),
+                                ("validation loss", "panel score (anchor = 1000)", "training energy (kWh)")):
+        for x, g in enumerate(groups):
+            values = [(r[field], r[colour_key]) for r in rows if r[key] == g and r.get(field) is not None]
+            if values:
+                ax.bar(x, sum(v for v, _ in values) / len(values), color="lightgrey", width=0.6)
+            for k, (v, c) in enumerate(values):
+                ax.scatter(x + (k - (len(values) - 1) / 2) * 0.08, v, color=colours[c], zorder=3, s=18)
+        ax.set_xticks(range(len(groups)), [str(g) for g in groups])
+        ax.set_ylabel(label)
+        if field == "val_loss" and any(r.get("val_loss") for r in rows):
+            low = min(r["val_loss"] for r in rows if r.get("val_loss") is not None)
+            ax.set_ylim(bottom=low * 0.95)
+    handles = [plt.Line2D([], [], marker="o", ls="", color=c, label=f"{colour_key} {k}") for k, c in colours.items()]
+    fig.legend(handles=handles, loc="upper right", fontsize=8)
+    fig.suptitle(title + " (bars: mean of the configurations; dots: each configuration)")
+    fig.tight_layout()
+    fig.savefig(path, format="png")
+    plt.close(fig)
+    return path
+
+
+def write_report(out: Path, eval_dir: Path, store: Path, names: list[str], meta: dict) -> dict[str, Path]:
+    from eval.plots import plot_ranking
+
+    ranking = json.loads((eval_dir / "ranking.json").read_text())
+    rows = collect(store, ranking, names)
+    rec = recommend(rows)
+    images = {
+        "ranking": plot_ranking(ranking, out / PLOTS["ranking"]),
+        "val_loss": plot_val_loss(ranking, out / PLOTS["val_loss"]),
+        "energy": plot_energy(ranking, out / PLOTS["energy"]),
+        "modules": plot_grouped(rows, "modules", ["qv", "qkvo", "all"], "r", "Effect of the target-module set",
+                                out / PLOTS["modules"]),
+        "rank": plot_grouped(rows, "r", [16, 32], "modules", "Effect of the LoRA rank", out / PLOTS["rank"]),
+    }
+    corr = ranking["val_loss_correlation"]
+    adapters = [r for r in rows if not r["is_base"]]
+    totals = {
+        "train_kwh": sum(r["train_kwh"] or 0 for r in adapters),
+        "train_duration_s": sum(r["train_duration_s"] or 0 for r in adapters),
+        "answer_joules": sum((r["joules_per_answer"] or 0) * (r["answers"] or 0) for r in rows),
+        "answers": sum(r["answers"] or 0 for r in rows),
+    }
+    study = {**meta, "configurations": rows, "val_loss_correlation": corr, "pareto": ranking["pareto"],
+             "judges": ranking["judges"], "questions": ranking["questions"], "anchor": ranking["anchor"],
+             "bootstrap": ranking["bootstrap"], "totals": totals, "recommendation": rec,
+             "files": {"eval": str(eval_dir), "store": str(store)}}
+    (out / "study.json").write_text(json.dumps(study, indent=2, ensure_ascii=False) + "\n")
+    doc = blocks(study)
+    (out / "report.md").write_text(markdown(doc), encoding="utf-8")
+    (out / "report.html").write_text(to_html(doc, images).replace("<title>Adapter ranking</title>",
+                                                                  "<title>LoRA study</title>"), encoding="utf-8")
+    return {"study": out / "study.json", "report_md": out / "report.md", "report_html": out / "report.html", **images}
+
+
+def markdown(doc: list[tuple]) -> str:
+    """eval.report's markdown, with this report's own plot files."""
+    parts = []
+    for block in doc:
+        if block[0] == "img":
+            parts.append(f"![{block[2]}]({PLOTS[block[1]]})\n")
+        else:
+            parts.append(to_markdown([block]))
+    return "\n".join(parts)
+
+
+def blocks(study: dict) -> list[tuple]:
+    """The report as blocks (eval.report's format), rendered to markdown and HTML alike."""
+    rows = study["configurations"]
+    judged = sorted([r for r in rows if r["rank"]], key=lambda r: r["rank"]) + [r for r in rows if not r["rank"]]
+    sim_judges = sorted({j for r in rows for j in r["similarity"]})
+    corr = study["val_loss_correlation"]
+    t = study["totals"]
+    timings = study.get("timings", {})
+    steps = ", ".join(f"{k.removesuffix('_s')} {v:.0f} s" for k, v in timings.items() if k != "total_s")
+    data = study.get("data", {})
+    doc: list[tuple] = [
+        ("h1", f"LoRA study: {len([r for r in rows if not r['is_base']])} configurations on {study.get('model_name', '?')}"),
+        ("p", f"Profile `{study.get('profile')}`. Data: {data.get('conversations', '?')} conversations "
+              f"({data.get('generator', '?')} generator; splits {json.dumps(data.get('by_split', {}))}). "
+              f"Judged on {study['questions']} held-out test questions by {len(study['judges'])} judge(s) "
+              f"({', '.join(study['judges'])}); panel scores are Bradley-Terry strengths on the Elo scale with the "
+              f"base model `{study['anchor']}` at 1000, 95% CIs from {study['bootstrap']} bootstrap resamples of the questions."),
+        ("p", f"Wall time of the last run of the study: {fmt(timings.get('total_s'), '.0f')} s "
+              f"({steps or '-'}). "
+              f"Training energy of all configurations: {fmt(t['train_kwh'], '.4g')} kWh over "
+              f"{fmt(t['train_duration_s'], '.0f')} s of training; serving energy of the {t['answers']} answers under "
+              f"test: {fmt(t['answer_joules'], '.4g')} J."),
+        ("h2", "Configurations"),
+        ("table", ["rank", "configuration", "r", "alpha", "modules", "lr", "epochs", "steps", "val loss", "perplexity",
+                   "train kWh", "train energy sources", "J/answer", "answer energy source", "panel score", "95% CI",
+                   *[f"similarity ({j})" for j in sim_judges], "Pareto"],
+         [[fmt(r["rank"], "d"), r["name"] + (" (base)" if r["is_base"] else ""), fmt(r.get("r"), "d"),
+           fmt(r.get("alpha"), "g"), r.get("modules") or "-", fmt(r.get("learning_rate"), "g"), fmt(r.get("epochs"), "g"),
+           fmt(r.get("steps"), "d"), fmt(r.get("val_loss"), ".4f"), fmt(r.get("perplexity"), ".3f"),
+           fmt(r.get("train_kwh"), ".4g"), _sources(r.get("train_kwh_sources")), fmt(r["joules_per_answer"], ".4g"),
+           _sources(r["answer_energy_sources"]), fmt(r["score"], ".1f"), _ci(r["ci"]),
+           *[fmt(r["similarity"].get(j), ".4f") for j in sim_judges],
+           ", ".join(k for k, v in r["pareto"].items() if v) or "-"] for r in judged]),
+        ("p", "Training energy: kWh of the whole run by codecarbon and the kit's meter, each component's source "
+              "named (nvml or rapl: measured by a counter; estimate: a power model). J/answer: mean energy the server "
+              "reported per answer under test."),
+        ("img", "ranking", "Panel scores with 95% confidence intervals"),
+        ("h2", "Judges"),
+        ("table", ["judge", "kind", "model", "judgments", "missing"],
+         [[name, j["kind"], str(j.get("model") or "-"), str(j["judgments"]), str(j["missing"])]
+          for name, j in study["judges"].items()]),
+        ("p", "A missing judgment is a verdict that stayed malformed; it is never scored."),
+        ("h2", "Judge rank vs validation-loss rank"),
+        ("p", f"Kendall tau between the panel's ranking and the ranking by lower validation loss, over "
+              f"{corr['targets']} configurations: {fmt(corr['kendall_tau'], '.2f')} (95% CI "
+              f"{'[' + ', '.join(format(x, '.2f') for x in corr['kendall_tau_ci']) + ']' if corr['kendall_tau_ci'] else '-'}); "
+              f"Spearman {fmt(corr['spearman'], '.2f')}. {corr['note']}."),
+        ("img", "val_loss", "Panel rank against validation-loss rank"),
+        ("h2", "Quality vs energy"),
+        ("p", f"Pareto front (not beaten on both panel score and energy) by training energy: "
+              f"{', '.join(study['pareto']['train_kwh']) or '-'}; by energy per answer: "
+              f"{', '.join(study['pareto']['joules_per_answer']) or '-'}."),
+        ("img", "energy", "Panel score against energy per answer and training energy, Pareto front in red"),
+        ("h2", "Effect of the target-module set and of the rank"),
+        ("img", "modules", "Val loss, panel score and training energy by target-module set"),
+        ("img", "rank", "Val loss, panel score and training energy by LoRA rank"),
+        ("h2", "Recommendation"),
+        ("p", study["recommendation"]["text"]),
+    ]
+    return doc

@@ -1,0 +1,202 @@
+"""The study's steps: data, training runs, one server, the judge panel. Each step reuses what is already done.
+
+Training runs and the eval job are called through their own entry points (train.job.run_job, eval.job.run_job),
+so that the study resumes exactly as they do: a finished adapter (manifest in the store) is skipped, a killed run
+resumes from its last checkpoint, and the eval job asks only the answers and judgments not yet on file.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import httpx
+
+from supportkit.study_config import Layout, StudyError, StudyProfile
+
+Log = Callable[[str], None]
+
+
+def prepare_model(profile: StudyProfile, layout: Layout, model_override: str | None) -> Path:
+    """The base model directory: --model, else the profile's, else the embedded default model."""
+    from common.models import ModelError, resolve_model_dir
+
+    choice = model_override or profile.model
+    if choice == "tiny":
+        from common.tiny import build_tiny_model
+
+        if not (layout.model / "config.json").is_file():
+            build_tiny_model(layout.model, "qwen2")
+        return layout.model
+    try:
+        path = Path(resolve_model_dir(choice))
+    except ModelError as exc:
+        raise StudyError(f"{exc} (`supportkit model prepare` writes the default model)") from None
+    return path
+
+
+def generate_data(profile: StudyProfile, layout: Layout, log: Log) -> dict:
+    """conversations.jsonl + stats.json in layout.data, through the data step's own command function."""
+    import json
+
+    import typer
+
+    stats = layout.data / "stats.json"
+    if stats.is_file() and (layout.data / "conversations.jsonl").is_file():
+        log(f"data: reusing {layout.data}")
+        return json.loads(stats.read_text())
+    from train.data_commands import generate
+
+    d = profile.data
+    common = dict(out=layout.data, per_scenario=d.per_scenario, scenarios=d.scenarios, seed=d.seed)
+    try:
+        if d.generator == "offline":
+            generate(offline=True, **common)
+        else:  # the endpoint generator caches every answer in layout.data/cache.jsonl: a re-run pays only once
+            generate(endpoint=d.endpoint, model=d.model, api=d.api, concurrency=d.concurrency, **common)
+    except typer.Exit as exc:
+        if exc.exit_code:
+            raise StudyError("data generation did not finish; run the study again to generate only what is missing") from None
+    return json.loads(stats.read_text())
+
+
+def sweep_configs(profile: StudyProfile, layout: Layout, model_dir: Path) -> list[tuple[int, object, list[str]]]:
+    """(index, TrainConfig, overrides) of every run of the profile, through the train step's override mechanism."""
+    from train.config import ConfigError, load_config, load_sweep
+
+    path = profile.sweep.path()
+    try:
+        n = len(load_sweep(path))
+        indices = profile.sweep.only if profile.sweep.only is not None else list(range(n))
+        out = []
+        for i in indices:
+            base = [*profile.sweep.overrides, f"model={model_dir}", f"data={layout.data}"]
+            cfg = load_config(path, i, base)
+            if profile.sweep.lr_scale != 1:
+                base.append(f"learning_rate={cfg.learning_rate * profile.sweep.lr_scale:.6g}")
+                cfg = load_config(path, i, base)
+            out.append((i, cfg, base))
+    except ConfigError as exc:
+        raise StudyError(str(exc)) from None
+    return out
+
+
+def train_all(profile: StudyProfile, layout: Layout, runs: list, log: Log, progress: bool,
+              on_done: Callable[[str, bool], None] = lambda name, reused: None) -> list[str]:
+    """Train every run whose adapter is not in the store yet; returns the names trained now."""
+    from common.manifest import MANIFEST_FILE
+    from train.job import run_job
+    from train.recipe import RecipeError
+
+    trained = []
+    path = profile.sweep.path()
+    for i, cfg, overrides in runs:
+        if (layout.store / cfg.name / MANIFEST_FILE).is_file():
+            log(f"train [{i}] {cfg.name}: reusing the adapter in the store")
+            on_done(cfg.name, True)
+            continue
+        log(f"train [{i}] {cfg.name}: r={cfg.r}, alpha={cfg.alpha:g}, modules={'+'.join(m.removesuffix('_proj') for m in cfg.target_modules)}, "
+            f"lr={cfg.learning_rate:g}, epochs={cfg.epochs:g}")
+        command = shlex.join(["supportkit", "train", "run", "--config", str(path), "--index", str(i),
+                              "--out", str(layout.store), "--work-dir", str(layout.work / f"{cfg.name}-{cfg.fingerprint()}"),
+                              *overrides])
+        try:
+            run_job(cfg, layout.store, layout.work / f"{cfg.name}-{cfg.fingerprint()}", command=command, progress=progress)
+        except RecipeError as exc:
+            raise StudyError(f"training {cfg.name} failed: {exc}") from None
+        trained.append(cfg.name)
+        on_done(cfg.name, False)
+    return trained
+
+
+def port_is_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class StudyServer:
+    """`supportkit serve` in a subprocess on loopback, serving the study's store; stopped by `stop()`."""
+
+    def __init__(self, model_dir: Path, store: Path, port: int, dtype: str, log_file: Path):
+        self.url = f"http://127.0.0.1:{port}"
+        self.log_file = log_file
+        cmd = [sys.executable, "-m", "supportkit.cli", "serve", "--model", str(model_dir), "--adapters", str(store),
+               "--host", "127.0.0.1", "--port", str(port), "--dtype", dtype]
+        self._log = open(log_file, "ab")
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, env=env)
+
+    def _tail(self) -> str:
+        return self.log_file.read_text(errors="replace")[-2000:]
+
+    def wait_ready(self, adapters: list[str], timeout: float) -> list[dict]:
+        """Wait for /health, then for every adapter to be listed in /v1/models; returns the model list."""
+        deadline = time.monotonic() + timeout
+        listed: list[dict] = []
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise StudyError(f"the server exited with code {self.proc.returncode}; its log ({self.log_file}):\n{self._tail()}")
+            try:
+                if httpx.get(self.url + "/health", timeout=5).status_code == 200:
+                    listed = httpx.get(self.url + "/v1/models", timeout=10).json().get("data", [])
+                    if set(adapters) <= {m["id"] for m in listed}:
+                        return listed
+            except (httpx.HTTPError, ValueError):
+                pass
+            time.sleep(1)
+        missing = sorted(set(adapters) - {m.get("id") for m in listed})
+        self.stop()
+        raise StudyError(f"the server was not ready after {timeout:.0f} s (adapters not listed: {', '.join(missing) or '-'}); "
+                         f"see {self.log_file}")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+
+
+def run_eval(profile: StudyProfile, layout: Layout, url: str, targets: list[str], panel: Path, log: Log) -> dict:
+    """The eval job against the study's server, on the test split of the study's data."""
+    from pydantic import ValidationError
+
+    from eval.job import JobError, run_job
+    from eval.judging import JudgingError
+    from eval.panel import PanelError
+    from eval.questions import QuestionFileError
+    from eval.settings import EvalSettings
+    from eval.targets import TargetError
+
+    # The local judge of the shipped panels is the study's own server unless the operator configured another.
+    os.environ.setdefault("SUPPORTKIT_JUDGE_URL", url)
+    try:
+        settings = EvalSettings.from_cli(
+            endpoint=url, panel=panel, out=layout.eval, limit=profile.eval.questions,
+            questions=[layout.data / "conversations.jsonl"], adapters=layout.store, targets=targets,
+            concurrency=profile.eval.concurrency, timeout_s=profile.eval.timeout_s,
+        )
+        return run_job(settings, log=log)
+    except ValidationError as exc:
+        raise StudyError(f"eval settings: {exc}") from None
+    except (JobError, JudgingError, PanelError, QuestionFileError, TargetError) as exc:
+        raise StudyError(f"eval: {exc}") from None
