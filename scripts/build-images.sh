@@ -4,9 +4,11 @@
 # installed in the image with --no-index (the air-gapped path). Steps are cached between runs.
 #
 #   scripts/build-images.sh [base|wheels|images|all]     (default: all)
+#   scripts/build-images.sh podman ARGS...               podman on the same image store (to run the images)
 #
 # Env: SUPPORTKIT_BUILD_CACHE (default ~/.cache/supportkit/container-build), TAG (default: dev),
-#      IMAGES ("serve train"), DEBIAN_MIRROR (default: the first Debian URI in apt's sources).
+#      IMAGES ("serve train"), DEBIAN_MIRROR (default: the first Debian URI in apt's sources),
+#      SUPPORTKIT_STORAGE_DRIVER (overlay or vfs; default: overlay where a probe mount works, else vfs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -15,12 +17,35 @@ TAG=${TAG:-dev}
 IMAGES=${IMAGES:-serve train}
 BASE_IMAGE=localhost/supportkit-base:bookworm
 TORCH_WHEEL_DIR=${TORCH_WHEEL_DIR:-/opt/wheels}
-# podman/buildah on these hosts: vfs storage, runc, cgroupfs (no systemd in the container host).
-STORAGE=(--storage-driver vfs)
-PODMAN=(podman "${STORAGE[@]}" --runtime runc --cgroup-manager cgroupfs)
-BUILDAH=(buildah "${STORAGE[@]}")
 mkdir -p "$CACHE"
 log() { echo "[build-images] $*" >&2; }
+
+# A private image store in the cache (no locks shared with other podman users), runc and cgroupfs (no
+# systemd here). Native overlay is much faster than vfs (which copies every layer) but not every kernel or
+# sandbox allows it: probe once with a real mount and remember the answer.
+storage_driver() {
+  if [ -n "${SUPPORTKIT_STORAGE_DRIVER:-}" ]; then echo "$SUPPORTKIT_STORAGE_DRIVER"; return; fi
+  if [ ! -s "$CACHE/storage-driver" ]; then
+    local probe="$CACHE/probe" driver=vfs   # runroot paths must stay under 50 characters
+    mkdir -p "$probe/rootfs"
+    echo ok > "$probe/rootfs/ok"
+    local P=(podman --root "$probe/root" --runroot /tmp/supportkit-run-probe --storage-driver overlay) ctr
+    if tar -C "$probe/rootfs" -cf "$probe/probe.tar" . &&
+       timeout 120 "${P[@]}" import "$probe/probe.tar" localhost/probe:1 >/dev/null 2>&1 &&
+       ctr=$(timeout 120 "${P[@]}" create localhost/probe:1 /ok 2>/dev/null) &&
+       timeout 120 "${P[@]}" mount "$ctr" >/dev/null 2>&1; then
+      driver=overlay
+    fi
+    "${P[@]}" system reset -f >/dev/null 2>&1 || true
+    rm -rf "$probe"
+    echo "$driver" > "$CACHE/storage-driver"
+  fi
+  cat "$CACHE/storage-driver"
+}
+DRIVER=$(storage_driver)
+STORE=(--root "$CACHE/storage-$DRIVER" --runroot "/tmp/supportkit-run-$DRIVER" --storage-driver "$DRIVER")
+PODMAN=(podman "${STORE[@]}" --runtime runc --cgroup-manager cgroupfs)
+BUILDAH=(buildah "${STORE[@]}")
 
 debian_mirror() {
   if [ -n "${DEBIAN_MIRROR:-}" ]; then echo "$DEBIAN_MIRROR"; return; fi
@@ -50,7 +75,8 @@ build_base() {
     tar --numeric-owner -C "$rootfs" -cf "$tarball.part" .
     mv "$tarball.part" "$tarball"; echo "$pkgs" > "$tarball.stamp"; rm -rf "$rootfs"
   fi
-  "${PODMAN[@]}" import --change 'CMD ["/usr/bin/python3"]' "$tarball" "$BASE_IMAGE" >/dev/null
+  "${PODMAN[@]}" import --change 'CMD ["/usr/bin/python3"]' "$tarball" "$BASE_IMAGE" >"$CACHE/import.log" 2>&1 ||
+    { cat "$CACHE/import.log"; exit 1; }
   echo "$pkgs" > "$stamp"
   log "base image $BASE_IMAGE imported"
 }
@@ -79,7 +105,7 @@ build_images() {
   local img
   for img in $IMAGES; do
     log "building supportkit-$img:$TAG"
-    "${BUILDAH[@]}" build --layers --format docker --isolation chroot \
+    "${BUILDAH[@]}" build --layers --format docker --isolation chroot --runtime runc \
       --ulimit nofile=1024:1024 --ulimit nproc=4096:4096 \
       --build-arg BASE_IMAGE="$BASE_IMAGE" \
       --build-arg PIP_ARGS="--no-index --find-links /wheels" \
@@ -95,5 +121,6 @@ case "${1:-all}" in
   wheels) build_wheels ;;
   images) build_images ;;
   all) build_base; build_wheels; build_images ;;
-  *) echo "usage: $0 [base|wheels|images|all]" >&2; exit 2 ;;
+  podman) shift; exec "${PODMAN[@]}" "$@" ;;
+  *) echo "usage: $0 [base|wheels|images|all|podman ARGS...]" >&2; exit 2 ;;
 esac
