@@ -25,10 +25,12 @@ from huggingface_hub import InferenceClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from common.tiny import build_random_adapter
+from serve.engine.remote import RemoteEngine
 from serve.engine.remote_energy import CounterEnergy, parse_counter
 from serve.engine.remote_protocols import error_from_body, error_from_event
-from serve.errors import AdapterNotFound, GenerationFailed, InvalidRequest, Overloaded, Unavailable
-from tests.conftest import ADMIN_TOKEN, LiveServer
+from serve.engine.types import GenerationRequest, SamplingParams
+from serve.errors import AdapterInvalid, AdapterNotFound, GenerationFailed, InvalidRequest, Overloaded, Unavailable
+from tests.conftest import ADMIN_TOKEN, LiveServer, free_port
 from tests.serve import test_clients as core_clients
 
 QUESTION = [{"role": "user", "content": "My 4G data does not work abroad. What can I do?"}]
@@ -388,3 +390,59 @@ def test_counter_energy_is_shared_by_tokens_and_adds_up():
     assert a == pytest.approx({"prefill": 1.0, "decode": 0.25}) and b == pytest.approx({"prefill": 0.75, "decode": 1.0})
     assert sum(a.values()) + sum(b.values()) == pytest.approx(3.0)
     assert idle == pytest.approx(1.0) and c is None
+
+
+@pytest.fixture(scope="module")
+def prompt_only_model(tiny_model, tmp_path_factory):
+    """The tiny model's config and tokenizer without its weights: all the remote engine needs."""
+    out = tmp_path_factory.mktemp("prompt-only") / "tiny-qwen2"
+    shutil.copytree(tiny_model, out, ignore=shutil.ignore_patterns("*.safetensors"))
+    return out
+
+
+def _generate(engine, adapter, n=4):
+    req = GenerationRequest(prompt=PROMPT, adapter=adapter, params=SamplingParams(max_new_tokens=n))
+    return asyncio.run(engine.generate(req))
+
+
+def test_lorax_loads_adapters_on_first_use(back, prompt_only_model, front_store):
+    engine = RemoteEngine(prompt_only_model, "lorax", back.url)
+    engine.start()
+    try:
+        assert engine.health() and engine.fingerprint is None
+        for name in ("support-a", "not-on-back"):  # validated here (shapes from the config alone), not offered
+            engine.load_adapter(name, front_store / name)
+        result = _generate(engine, "support-a")
+        assert result.generated_tokens == 4 and result.adapter == "support-a" and result.energy_source == "unknown"
+        with pytest.raises(AdapterNotFound, match="not-on-back"):  # the remote's 404, in the kit's terms
+            _generate(engine, "not-on-back")
+        bad = front_store.parent / "wrong-shapes"
+        build_random_adapter(other_width_model(front_store.parent / "other-width"), bad, seed=3)
+        with pytest.raises(AdapterInvalid, match="shapes"):
+            engine.load_adapter("wrong-shapes", bad)
+    finally:
+        engine.stop()
+
+
+def other_width_model(out):
+    """A tiny Qwen2 of hidden size 32 (the served one has 64): its adapters do not fit."""
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    config = Qwen2Config(vocab_size=1024, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2)
+    Qwen2ForCausalLM(config).save_pretrained(out)
+    return out
+
+
+def test_remote_down_at_start(prompt_only_model, front_store):
+    engine = RemoteEngine(prompt_only_model, "vllm", f"http://127.0.0.1:{free_port()}/v1", health_interval_s=0.2)
+    engine.start()
+    try:
+        assert not engine.health()
+        engine.load_adapter("support-a", front_store / "support-a")  # offered once the remote is up
+        with pytest.raises(Unavailable, match="unreachable"):
+            _generate(engine, "support-a")
+        with pytest.raises(AdapterNotFound):  # still refused here first
+            _generate(engine, "no-such-adapter")
+    finally:
+        engine.stop()
