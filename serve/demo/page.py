@@ -35,7 +35,7 @@ def build_page(state) -> gr.Blocks:
                     model_a = gr.Dropdown(label="Model", allow_custom_value=True, elem_id="model-a", scale=3)
                     compare = gr.Checkbox(label="Compare", value=False, elem_id="compare", scale=1, min_width=120,
                                           container=False)
-                    model_b = gr.Dropdown(label="Second model", allow_custom_value=True, visible=False,
+                    model_b = gr.Dropdown(label="Model B", allow_custom_value=True, visible=False,
                                           elem_id="model-b", scale=3)
                 with gr.Row():
                     chat_a = gr.Chatbot(label="Model", elem_id="chat-a", height=460, layout="bubble", buttons=["copy"],
@@ -65,10 +65,15 @@ def build_page(state) -> gr.Blocks:
                 clear_btn = gr.Button("New conversation", elem_id="new-conversation")
         timer = gr.Timer(3)
 
+        def facts(s) -> str:
+            dtype = str(s.engine.dtype).replace("torch.", "")
+            return (f"**Base model** {s.chat.base_name} · {s.engine.device} · {dtype}"
+                    f"<br>**Adapters loaded** {len(s.chat.engine.adapters())}")
+
         def refresh(a, b, compare_on):
             s = state()
             choices = model_choices(s.chat)
-            return (gr.update(choices=choices), gr.update(choices=choices),
+            return (facts(s), gr.update(choices=choices), gr.update(choices=choices),
                     describe_model(s.chat, a or s.chat.base_name),
                     gr.update(value=describe_model(s.chat, b or s.chat.base_name), visible=compare_on))
 
@@ -77,13 +82,11 @@ def build_page(state) -> gr.Blocks:
             choices = model_choices(s.chat)
             adapters = sorted(s.chat.engine.adapters())
             first = adapters[0] if adapters else s.chat.base_name
-            facts = (f"**Base model** {s.chat.base_name} · {s.engine.device} · {str(s.engine.dtype).replace('torch.', '')}"
-                     f"<br>**Adapters loaded** {len(adapters)}")
-            return (Session(), facts, gr.update(choices=choices, value=first),
+            return (Session(), facts(s), gr.update(choices=choices, value=first),
                     gr.update(choices=choices, value=s.chat.base_name), describe_model(s.chat, first))
 
         page.load(on_load, outputs=[session, header, model_a, model_b, info_a], queue=False, api_visibility="private")
-        refresh_io = dict(inputs=[model_a, model_b, compare], outputs=[model_a, model_b, info_a, info_b],
+        refresh_io = dict(inputs=[model_a, model_b, compare], outputs=[header, model_a, model_b, info_a, info_b],
                           queue=False, show_progress="hidden", api_visibility="private")
         timer.tick(refresh, **refresh_io)
         model_a.focus(refresh, **refresh_io)
@@ -91,8 +94,8 @@ def build_page(state) -> gr.Blocks:
         def on_model(m):
             return describe_model(state().chat, m), gr.update(label=m)
 
-        model_a.change(on_model, [model_a], [info_a, chat_a], queue=False, api_visibility="private")
-        model_b.change(on_model, [model_b], [info_b, chat_b], queue=False, api_visibility="private")
+        model_a.change(on_model, [model_a], [info_a, chat_a], queue=False, api_visibility="private", show_progress="hidden")
+        model_b.change(on_model, [model_b], [info_b, chat_b], queue=False, api_visibility="private", show_progress="hidden")
 
         def on_compare(on):
             return gr.update(visible=on), gr.update(visible=on), gr.update(visible=on), gr.update(label="Model A" if on else "Model")
