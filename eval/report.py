@@ -39,8 +39,8 @@ def blocks(result: dict[str, Any], run_info: dict[str, Any]) -> list[tuple]:
         ("table", ["rank", "target", "score", "95% CI", *[f"rubric {j} (1-5)" for j in rubric_judges],
                    "val loss", "J/answer", "train kWh", "Pareto"],
          [[_f(t.get("rank")), t["name"] + (" (anchor)" if t["is_anchor"] else ""), _f(t["score"]), _ci(t["ci"]),
-           *[(_f(t["rubric"][j]["mean"], 2) + " " + _ci(t["rubric"][j]["ci"], 2)) if j in t["rubric"] else "-"
-             for j in rubric_judges],
+           *[(_f(t["rubric"][j]["mean"], 2) + " " + _ci(t["rubric"][j]["ci"], 2))
+             if t["rubric"].get(j, {}).get("mean") is not None else "-" for j in rubric_judges],
            _f(t["val_loss"], 4), _f(t["joules_per_answer"], 2), _f(t["train_kwh"], 3),
            ", ".join(k for k, v in t["pareto"].items() if v) or "-"] for t in targets]),
         ("img", "ranking", "Panel scores with 95% confidence intervals"),
