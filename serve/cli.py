@@ -25,12 +25,16 @@ def serve(
 ):
     """Serve the base model and the adapter store over OpenAI- and TGI-compatible HTTP APIs."""
     import logging
+    import signal
+    import sys
 
     import uvicorn
     from pydantic import ValidationError
     from rich.console import Console
 
+    from common.log_redaction import install_log_redaction
     from common.models import ModelError, resolve_model_dir
+    from common.redact import Redactor
     from serve.settings import ServeSettings
 
     console = Console(stderr=True)
@@ -54,10 +58,14 @@ def serve(
     except ModelError as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2)
+    install_log_redaction(Redactor(settings.redact_account_patterns))
     if not settings.adapters.is_dir():
         console.print(f"[yellow]adapter store {settings.adapters} does not exist; serving the base model only[/yellow]")
 
     from serve.app import create_app
 
+    # uvicorn stops accepting, lets in-flight requests finish (up to the grace period), then re-raises SIGTERM
+    # at the end; with this handler the process then exits 0 rather than dying by the signal (exit 143).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     uvicorn.run(create_app(settings, model_dir), host=settings.host, port=settings.port, log_level=log_level,
                 timeout_graceful_shutdown=30)

@@ -42,7 +42,8 @@ class AdapterRegistry:
         if path.parent != self.store:
             raise AdapterInvalid(f"adapter {name!r} resolves outside the adapter store")
         if not path.is_dir():
-            raise AdapterNotFound(f"adapter {name!r} is not in the adapter store {self.store}")
+            # No store path in the message: it reaches clients, and file-system layout is not theirs to know.
+            raise AdapterNotFound(f"adapter {name!r} is not in the adapter store")
         return path
 
     @staticmethod
