@@ -31,6 +31,8 @@ python:
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e '.[serve,train,eval,dev]'
+	# The legacy TGI client pins huggingface-hub<1.0; installed alone for the compatibility test.
+	$(PY) -m pip install -q --no-deps text-generation==0.7.0
 
 model:
 	$(VENV)/bin/supportkit model prepare
