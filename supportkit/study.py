@@ -22,6 +22,7 @@ def study(
     model: Annotated[Optional[str], Opt(help="Base model directory (default: the profile's; the embedded model)")] = None,
     panel: Annotated[Optional[Path], Opt(help="Judge panel YAML (default: the profile's)")] = None,
     questions: Annotated[Optional[int], Opt(min=1, help="Test questions asked (default: the profile's)")] = None,
+    only: Annotated[Optional[str], Opt(help="Sweep runs to include, e.g. 0-5 or 0,3,5 (default: the profile's)")] = None,
     port: Annotated[Optional[int], Opt(help="Loopback port of the study's server (default: a free one, kept for re-runs)")] = None,
     profiles: Annotated[Optional[Path], Opt(help="Profiles file (default: supportkit/study_profiles.yaml)")] = None,
     progress: Annotated[bool, Opt(help="Training progress bars")] = True,
@@ -36,6 +37,8 @@ def study(
         prof = load_profile(profile, profiles)
         if questions:
             prof.eval.questions = questions
+        if only:
+            prof.sweep.only = parse_indices(only)
         if panel:
             prof.eval.panel = str(panel.resolve())
         if not prof.eval.panel_path().is_file():
@@ -46,6 +49,23 @@ def study(
         raise typer.Exit(1)
     for path in files.values():
         typer.echo(str(path))
+
+
+def parse_indices(text: str) -> list[int]:
+    """`0-5`, `0,3,5` or a mix, in the given order, without repeats."""
+    from supportkit.study_config import StudyError
+
+    picked: list[int] = []
+    for part in (p.strip() for p in text.split(",") if p.strip()):
+        lo, sep, hi = part.partition("-")
+        try:
+            values = range(int(lo), int(hi) + 1) if sep else [int(part)]
+        except ValueError:
+            raise StudyError(f"--only {text!r}: expected indices like 0-5 or 0,3,5") from None
+        picked += [v for v in values if v not in picked]
+    if not picked:
+        raise StudyError(f"--only {text!r} selects no run")
+    return picked
 
 
 def _state(layout, profile_name: str, port: int | None) -> dict:
