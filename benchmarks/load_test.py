@@ -43,6 +43,7 @@ class LoadReport:
     bad_examples: list[str] = field(default_factory=list)
     by_kind: dict[str, dict[str, int]] = field(default_factory=dict)
     refused_status: dict[str, int] = field(default_factory=dict)
+    refused_without_retry_after: int = 0
     p50_s: float | None = None
     p99_s: float | None = None
     max_queue_seen: float = 0.0
@@ -52,6 +53,9 @@ class LoadReport:
     rss_growth_pct: float | None = None
     drained: bool | None = None
     requests_per_s: float = 0.0
+    cpu_count: int = field(default_factory=os.cpu_count)
+    loadavg_before: float | None = None  # the machine's 1-min load average: other work competes for the CPUs
+    loadavg_after: float | None = None
     latencies: list[float] = field(default_factory=list, repr=False)
 
 
@@ -81,23 +85,30 @@ def _refusal(status: int, body: bytes) -> bool:
         return False
 
 
-async def _one(client: httpx.AsyncClient, kind: str, path: str, body: dict) -> tuple[str, str]:
-    """('served' | 'refused' | 'bad', detail)."""
+def _retry_after(r: httpx.Response) -> float:
+    try:
+        return min(5.0, float(r.headers.get("retry-after", "0")))
+    except ValueError:
+        return 0.0
+
+
+async def _one(client: httpx.AsyncClient, kind: str, path: str, body: dict) -> tuple[str, str, float]:
+    """('served' | 'refused' | 'bad', detail, seconds the server asked to wait before retrying)."""
     if not kind.endswith("stream"):
         r = await client.post(path, json=body)
         if r.status_code == 200:
             data = r.json()
             ok = ("choices" in data) if kind == "openai" else ("generated_text" in data)
-            return ("served", "") if ok else ("bad", f"{kind}: 200 without an answer: {r.text[:200]}")
+            return ("served", "", 0) if ok else ("bad", f"{kind}: 200 without an answer: {r.text[:200]}", 0)
         if _refusal(r.status_code, r.content):
-            return "refused", str(r.status_code)
-        return "bad", f"{kind}: {r.status_code} {r.text[:200]}"
+            return "refused", str(r.status_code), _retry_after(r)
+        return "bad", f"{kind}: {r.status_code} {r.text[:200]}", 0
     async with client.stream("POST", path, json=body) as r:
         if r.status_code != 200:
             content = await r.aread()
             if _refusal(r.status_code, content):
-                return "refused", str(r.status_code)
-            return "bad", f"{kind}: {r.status_code} {content[:200]!r}"
+                return "refused", str(r.status_code), _retry_after(r)
+            return "bad", f"{kind}: {r.status_code} {content[:200]!r}", 0
         finished = False
         async for line in r.aiter_lines():
             if not line.startswith("data:"):
@@ -108,10 +119,10 @@ async def _one(client: httpx.AsyncClient, kind: str, path: str, body: dict) -> t
                 continue
             event = json.loads(data)
             if "error" in event:
-                return "bad", f"{kind}: error event {data[:200]}"
+                return "bad", f"{kind}: error event {data[:200]}", 0
             if kind == "tgi-stream" and event.get("details"):
                 finished = True
-        return ("served", "") if finished else ("bad", f"{kind}: stream ended without its last event")
+        return ("served", "", 0) if finished else ("bad", f"{kind}: stream ended without its last event", 0)
 
 
 def _gauges(text: str) -> dict[str, float]:
@@ -153,9 +164,12 @@ async def _drive(url: str, adapters: list[str], clients: int, seconds: float, ma
                 n += clients
                 started = time.monotonic()
                 try:
-                    outcome, detail = await _one(client, kind, path, body)
+                    outcome, detail, wait = await _one(client, kind, path, body)
                 except (httpx.HTTPError, ValueError) as exc:
-                    outcome, detail = "bad", f"{kind}: {type(exc).__name__}: {exc}"
+                    outcome, detail, wait = "bad", f"{kind}: {type(exc).__name__}: {exc}", 0
+                if outcome == "refused":
+                    # As a polite client does: wait what Retry-After says (never past the end of the run).
+                    await asyncio.sleep(max(0.0, min(wait or 0.05, deadline - time.monotonic())))
                 if report is None:
                     continue
                 counts = report.by_kind.setdefault(kind, {"served": 0, "refused": 0, "bad": 0})
@@ -166,7 +180,7 @@ async def _drive(url: str, adapters: list[str], clients: int, seconds: float, ma
                 elif outcome == "refused":
                     report.refused += 1
                     report.refused_status[detail] = report.refused_status.get(detail, 0) + 1
-                    await asyncio.sleep(0.05)  # a polite client backs off a little after a refusal
+                    report.refused_without_retry_after += not wait
                 else:
                     report.bad += 1
                     if len(report.bad_examples) < 10:
@@ -186,9 +200,11 @@ def run_load(url: str, adapters: list[str], clients: int = 64, seconds: float = 
     _wait_idle(url, 30)
     report = LoadReport(clients=clients, duration_s=seconds, max_new_tokens=max_new_tokens)
     report.rss_before_mb = _rss_mb(pid)
+    report.loadavg_before = os.getloadavg()[0]
     started = time.monotonic()
     asyncio.run(_drive(url, adapters, clients, seconds, max_new_tokens, report))
     elapsed = time.monotonic() - started
+    report.loadavg_after = os.getloadavg()[0]
     report.drained = _wait_idle(url, 30)
     report.rss_after_mb = _rss_mb(pid)
     if report.rss_before_mb:

@@ -27,7 +27,9 @@ def error_response(request: Request, status: int, message: str, kind: str, param
         body = {"error": {"message": message, "type": openai_type, "param": param, "code": code}}
     else:
         body = {"error": message, "error_type": kind}
-    return JSONResponse(body, status_code=status)
+    # Overload and unavailability are temporary: tell clients when to try again rather than at once.
+    headers = {"Retry-After": "1"} if status in (429, 503) else None
+    return JSONResponse(body, status_code=status, headers=headers)
 
 
 def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:

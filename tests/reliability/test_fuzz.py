@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.reliability.conftest import AUTH, SMALL_LIMITS
 
 MIN_CASES = 1000
@@ -22,6 +24,7 @@ values = ["support-a", "support-b", "..", "support-a/../support-b"]
 """
 
 
+@pytest.mark.slow
 def test_fuzz_all_routes(server_factory, serve_args, tmp_path):
     server = server_factory(*serve_args, env=SMALL_LIMITS)
     config = tmp_path / "schemathesis.toml"

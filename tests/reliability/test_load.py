@@ -23,6 +23,7 @@ _spec.loader.exec_module(load_test)
 MAX_QUEUE = 4
 
 
+@pytest.mark.slow
 def test_64_clients_complete_or_are_refused_early(server_factory, serve_args):
     server = server_factory(*serve_args, env={
         **SMALL_LIMITS, "SUPPORTKIT_SERVE_MAX_QUEUE": str(MAX_QUEUE), "SUPPORTKIT_SERVE_MAX_BATCH_SIZE": "4",
@@ -34,6 +35,7 @@ def test_64_clients_complete_or_are_refused_early(server_factory, serve_args):
     assert report.bad == 0, report.bad_examples
     assert report.served > 0 and report.refused > 0, summary  # both paths taken: the queue really filled up
     assert set(report.refused_status) <= {"429", "503"}
+    assert report.refused_without_retry_after == 0  # refusals say when to come back
     assert all(c["served"] for c in report.by_kind.values()), report.by_kind  # every kind and stream mode served
     assert report.max_queue_seen <= MAX_QUEUE, summary
     assert report.drained, "batch or queue did not return to 0"
