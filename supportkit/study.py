@@ -26,6 +26,8 @@ def study(
     port: Annotated[Optional[int], Opt(help="Loopback port of the study's server (default: a free one, kept for re-runs)")] = None,
     profiles: Annotated[Optional[Path], Opt(help="Profiles file (default: supportkit/study_profiles.yaml)")] = None,
     progress: Annotated[bool, Opt(help="Training progress bars")] = True,
+    report_from: Annotated[Optional[Path], Opt(help="Only write the report from an existing eval directory (with --store)")] = None,
+    store: Annotated[Optional[Path], Opt(help="Adapter store of --report-from (the trained configurations' manifests)")] = None,
 ) -> None:
     """Run the whole LoRA study in one command and write report.md, report.html, study.json and plots."""
     from rich.console import Console
@@ -34,6 +36,11 @@ def study(
 
     console = Console(stderr=True)
     try:
+        if report_from:
+            files = report_only(report_from, store, out or Path("study-report"))
+            for path in files.values():
+                typer.echo(str(path))
+            return
         prof = load_profile(profile, profiles)
         if questions:
             prof.eval.questions = questions
@@ -49,6 +56,24 @@ def study(
         raise typer.Exit(1)
     for path in files.values():
         typer.echo(str(path))
+
+
+def report_only(eval_dir: Path, store: Path | None, out: Path) -> dict[str, Path]:
+    """The report of a study whose steps ran elsewhere (e.g. the chart's data, training and eval Jobs)."""
+    from supportkit.study_config import StudyError
+    from supportkit.study_report import write_report
+
+    if not store or not store.is_dir():
+        raise StudyError("--report-from needs --store DIR, the adapter store the eval job judged")
+    if not (eval_dir / "ranking.json").is_file():
+        raise StudyError(f"{eval_dir} holds no eval run (ranking.json is missing; `supportkit eval report` writes it)")
+    run = json.loads((eval_dir / "run.json").read_text())
+    names = [t["name"] for t in run["targets"] if not t["is_base"] and (store / t["name"] / "manifest.json").is_file()]
+    base = next((t["name"] for t in run["targets"] if t["is_base"]), "?")
+    out.mkdir(parents=True, exist_ok=True)
+    meta = {"profile": "report-only", "model_name": base, "data": {}, "timings": {},
+            "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    return write_report(out.resolve(), eval_dir.resolve(), store.resolve(), names, meta)
 
 
 def parse_indices(text: str) -> list[int]:
