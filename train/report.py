@@ -58,7 +58,10 @@ def print_table(rows: list[dict], title: str) -> None:
             table.add_row(row["name"], f"[yellow]{row['error']}[/]", *[""] * (len(COLUMNS) - 2))
         else:
             table.add_row(*(_fmt(row.get(c)) for c in COLUMNS))
-    Console().print(table)
+    console = Console()
+    if not console.is_terminal:  # piped to a file or a log: do not squeeze the table into 80 columns
+        console = Console(width=240)
+    console.print(table)
 
 
 def write_csv(rows: list[dict], path: Path) -> None:

@@ -80,7 +80,8 @@ def test_cli_endpoint_generation_reports_failure_then_resumes(tmp_path, tiny_mod
     assert proc.returncode == 1 and "run the same command again" in proc.stderr
     srv = server_factory("--model", str(tiny_model), "--dtype", "float32")
     proc = cli(*args, "--endpoint", srv.url)
-    assert json.loads(proc.stdout.splitlines()[0])["generation"]["failed"] == 0
+    summary = next(line for line in proc.stdout.splitlines() if line.startswith('{"generation"'))
+    assert json.loads(summary)["generation"]["failed"] == 0
     assert len(read_conversations(out)) >= 2
     stats = json.loads((out / "stats.json").read_text())
     assert stats["generator"] == "endpoint:openai" and stats["model"] == "tiny-qwen2"
