@@ -22,8 +22,9 @@ ROOT = Path(__file__).resolve().parents[2]
 TAG = os.environ.get("TAG", "test")
 # podman on the build script's own image store (its storage driver, runc, cgroupfs).
 PODMAN = ["bash", str(ROOT / "scripts" / "build-images.sh"), "podman"]
+# No tmpfs for /cache or /data: the images' own anonymous volumes must keep them writable under --read-only.
 RUN_FLAGS = ["--ulimit", "nofile=1024:1024", "--ulimit", "nproc=4096:4096", "--read-only", "--user", "10001:10001",
-             "--cap-drop", "ALL", "--security-opt", "no-new-privileges", "--tmpfs", "/cache:rw,mode=1777"]
+             "--cap-drop", "ALL", "--security-opt", "no-new-privileges"]
 
 
 def podman(*args: str, timeout: float = 120, check: bool = True) -> subprocess.CompletedProcess:
@@ -67,7 +68,7 @@ def free_port() -> int:
 def serve_container(images, volumes):
     name, port = f"supportkit-serve-test-{os.getpid()}", free_port()
     podman("rm", "-f", name, check=False)
-    podman("run", "-d", "--name", name, "--network", "host", *RUN_FLAGS, "--tmpfs", "/data:rw,mode=1777",
+    podman("run", "-d", "--name", name, "--network", "host", *RUN_FLAGS,
            "-v", f"{volumes / 'model'}:/models/base:ro", "-v", f"{volumes / 'adapters'}:/adapters:ro",
            "-e", f"SUPPORTKIT_SERVE_PORT={port}",
            images["serve"], "--dtype", "float32", "--host", "127.0.0.1", timeout=600)
