@@ -93,6 +93,13 @@ class FeedbackStore:
             ).fetchone()
         return row[0]
 
+    def clear(self, conversation_id: str, turn: int, side: str = "") -> bool:
+        """Remove the rating of a reply (the agent took their thumb back); False when it had none."""
+        with closing(self._connect()) as db, db:
+            cur = db.execute("DELETE FROM feedback WHERE conversation_id=? AND side=? AND turn=?",
+                             (conversation_id, side, turn))
+        return cur.rowcount == 1
+
     def comment(self, feedback_id: str, comment: str) -> bool:
         """Attach a (redacted) comment to a rated reply; False when there is no such row."""
         with closing(self._connect()) as db, db:

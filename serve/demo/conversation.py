@@ -169,11 +169,14 @@ async def send(chat, engine, timeout_s: float, session: Session, message: str, m
         yield texts, errors
 
 
-def rate(store, session: Session, side: str, index: int, liked: bool) -> str:
-    """Store a thumbs up/down for reply `index` of `side`; returns the feedback row's id."""
+def rate(store, session: Session, side: str, index: int, liked: bool | None) -> str | None:
+    """Store a thumbs up/down for reply `index` of `side` (None: remove it); returns the feedback row's id."""
     state = session.sides[side]
     note = state.notes.get(index)
     if note is None:
         raise ValueError("only the assistant's replies can be rated")
+    if liked is None:
+        store.clear(session.id, index, side)
+        return None
     return store.rate(session.id, index, note["model"], 1 if liked else -1, state.history,
                       side=side, handoff=note["handoff"])

@@ -122,18 +122,22 @@ def build_page(state) -> gr.Blocks:
 
         send_io = dict(inputs=[message, model_a, compare, model_b, max_tokens, temperature, session],
                        outputs=[chat_a, chat_b, session, message, notice])
-        send_btn.click(on_send, api_name="send", **send_io)
-        message.submit(on_send, api_visibility="private", **send_io)
+        # No page-level limit: the engine batches concurrent requests and bounds its own queue.
+        send_btn.click(on_send, api_name="send", concurrency_limit=None, **send_io)
+        message.submit(on_send, api_visibility="private", concurrency_limit=None, **send_io)
 
         def on_like(side):
             def handler(sess, data: gr.LikeData):
                 if sess is None or not isinstance(data.index, int):
                     return None, "Nothing to rate yet."
+                liked = data.liked if isinstance(data.liked, bool) else None  # "" when a thumb is taken back
                 try:
-                    fid = rate(state().feedback, sess, side, data.index, data.liked is True)
+                    fid = rate(state().feedback, sess, side, data.index, liked)
                 except ValueError as exc:
                     return None, str(exc)
-                return fid, f"Saved: thumbs {'up' if data.liked is True else 'down'} for this reply. Add a comment below if you like."
+                if liked is None:
+                    return None, "Rating removed."
+                return fid, f"Saved: thumbs {'up' if liked else 'down'} for this reply. Add a comment below if you like."
 
             return handler
 

@@ -38,6 +38,14 @@ def test_rating_is_stored_redacted_and_replaced_on_rerating(tmp_path):
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
+def test_a_rating_taken_back_is_removed(tmp_path):
+    store = FeedbackStore(tmp_path / "f.db")
+    store.rate("conv-1", 1, "support-a", 1, CONVERSATION, side="B")
+    assert not store.clear("conv-1", 1, side="A")
+    assert store.clear("conv-1", 1, side="B")
+    assert list(store.records()) == []
+
+
 def test_only_replies_can_be_rated(tmp_path):
     store = FeedbackStore(tmp_path / "f.db")
     with pytest.raises(ValueError):
