@@ -22,6 +22,7 @@ PLOTS = {
     "modules": "plot_effect_of_modules.png",
     "rank": "plot_effect_of_rank.png",
 }
+FRONTS = {"joules_per_answer": "per answer", "train_kwh": "training"}
 MODULE_SETS = {("q", "v"): "qv", ("k", "o", "q", "v"): "qkvo",
                ("down", "gate", "k", "o", "q", "up", "v"): "all"}
 
@@ -69,9 +70,12 @@ def collect(store: Path, ranking: dict, names: list[str]) -> list[dict]:
     return rows
 
 
-def _sources(sources: dict | list | None) -> str:
+def energy_sources(sources: dict | list | None) -> str:
+    """`estimate` when every component has the same source, else `cpu rapl, ram estimate, ...`."""
     if isinstance(sources, dict):
-        return ", ".join(f"{k} {v}" for k, v in sorted(sources.items())) or "-"
+        if len(set(sources.values())) == 1:
+            return next(iter(sources.values()))
+        return ", ".join(f"{k} {v}" for k, v in sorted(sources.items()) if k != "total") or "-"
     return ", ".join(sources or []) or "-"
 
 
@@ -98,7 +102,7 @@ def recommend(rows: list[dict]) -> dict[str, Any]:
     lines.append(f"Best judged: {best['name']} (panel {fmt(best['score'], '.1f')}, 95% CI "
                  f"{_ci(best['ci'])})."
                  + (f" Lowest validation loss: {lowest['name']} ({fmt(lowest['val_loss'], '.4f')}), ranked "
-                    f"{lowest['rank']} of {len([r for r in rows if r['rank']])} by the panel." if lowest else ""))
+                    f"{lowest['rank']} of {len([r for r in rows if r['rank']])} by the panel (base model included)." if lowest else ""))
     if base and base["score"] is not None and base["score"] >= best["score"]:
         lines.append(f"No configuration is judged better than the base model {base['name']} at this scale.")
     overlapping = [r["name"] for r in adapters if r is not best and r["ci"] and best["ci"] and r["ci"][1] >= best["ci"][0]]
@@ -175,8 +179,8 @@ def write_report(out: Path, eval_dir: Path, store: Path, names: list[str], meta:
     (out / "study.json").write_text(json.dumps(study, indent=2, ensure_ascii=False) + "\n")
     doc = blocks(study)
     (out / "report.md").write_text(markdown(doc), encoding="utf-8")
-    (out / "report.html").write_text(to_html(doc, images).replace("<title>Adapter ranking</title>",
-                                                                  "<title>LoRA study</title>"), encoding="utf-8")
+    page = to_html(doc, images).replace("<title>Adapter ranking</title>", "<title>LoRA study</title>")
+    (out / "report.html").write_text(page.replace("max-width:1100px", "max-width:1500px"), encoding="utf-8")
     return {"study": out / "study.json", "report_md": out / "report.md", "report_html": out / "report.html", **images}
 
 
@@ -215,15 +219,15 @@ def blocks(study: dict) -> list[tuple]:
               f"test: {fmt(t['answer_joules'], '.4g')} J."),
         ("h2", "Configurations"),
         ("table", ["rank", "configuration", "r", "alpha", "modules", "lr", "epochs", "steps", "val loss", "perplexity",
-                   "train kWh", "train energy sources", "J/answer", "answer energy source", "panel score", "95% CI",
-                   *[f"similarity ({j})" for j in sim_judges], "Pareto"],
+                   "train kWh", "kWh source", "J/answer", "J source", "panel score", "95% CI",
+                   *[f"similarity ({j})" for j in sim_judges], "Pareto front"],
          [[fmt(r["rank"], "d"), r["name"] + (" (base)" if r["is_base"] else ""), fmt(r.get("r"), "d"),
            fmt(r.get("alpha"), "g"), r.get("modules") or "-", fmt(r.get("learning_rate"), "g"), fmt(r.get("epochs"), "g"),
            fmt(r.get("steps"), "d"), fmt(r.get("val_loss"), ".4f"), fmt(r.get("perplexity"), ".3f"),
-           fmt(r.get("train_kwh"), ".4g"), _sources(r.get("train_kwh_sources")), fmt(r["joules_per_answer"], ".4g"),
-           _sources(r["answer_energy_sources"]), fmt(r["score"], ".1f"), _ci(r["ci"]),
+           fmt(r.get("train_kwh"), ".4g"), energy_sources(r.get("train_kwh_sources")), fmt(r["joules_per_answer"], ".4g"),
+           energy_sources(r["answer_energy_sources"]), fmt(r["score"], ".1f"), _ci(r["ci"]),
            *[fmt(r["similarity"].get(j), ".4f") for j in sim_judges],
-           ", ".join(k for k, v in r["pareto"].items() if v) or "-"] for r in judged]),
+           ", ".join(FRONTS[k] for k, v in r["pareto"].items() if v) or "-"] for r in judged]),
         ("p", "Training energy: kWh of the whole run by codecarbon and the kit's meter, each component's source "
               "named (nvml or rapl: measured by a counter; estimate: a power model). J/answer: mean energy the server "
               "reported per answer under test."),
