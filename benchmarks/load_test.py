@@ -103,6 +103,14 @@ async def _one(client: httpx.AsyncClient, kind: str, path: str, body: dict) -> t
         if _refusal(r.status_code, r.content):
             return "refused", str(r.status_code), _retry_after(r)
         return "bad", f"{kind}: {r.status_code} {r.text[:200]}", 0
+    try:
+        return await _one_stream(client, kind, path, body)
+    except httpx.HTTPError as exc:
+        raise type(exc)(f"{exc} ({kind}, {getattr(exc, 'phase', 'before the response headers')})") from exc
+
+
+async def _one_stream(client: httpx.AsyncClient, kind: str, path: str, body: dict) -> tuple[str, str, float]:
+    events = 0
     async with client.stream("POST", path, json=body) as r:
         if r.status_code != 200:
             content = await r.aread()
@@ -110,9 +118,18 @@ async def _one(client: httpx.AsyncClient, kind: str, path: str, body: dict) -> t
                 return "refused", str(r.status_code), _retry_after(r)
             return "bad", f"{kind}: {r.status_code} {content[:200]!r}", 0
         finished = False
-        async for line in r.aiter_lines():
+        lines = r.aiter_lines()
+        while True:
+            try:
+                line = await lines.__anext__()
+            except StopAsyncIteration:
+                break
+            except httpx.HTTPError as exc:
+                exc.phase = f"mid-stream, after {events} events"
+                raise
             if not line.startswith("data:"):
                 continue
+            events += 1
             data = line[5:].strip()
             if data == "[DONE]":
                 finished = True
@@ -227,7 +244,7 @@ def _wait_idle(url: str, timeout: float) -> bool:
     return False
 
 
-def _start_server(model: str, adapters: str, env: dict[str, str]) -> tuple[subprocess.Popen, str]:
+def _start_server(model: str, adapters: str, env: dict[str, str], log: Path | None) -> tuple[subprocess.Popen, str]:
     import socket
 
     with socket.socket() as s:
@@ -236,7 +253,8 @@ def _start_server(model: str, adapters: str, env: dict[str, str]) -> tuple[subpr
     proc = subprocess.Popen(
         [sys.executable, "-m", "supportkit.cli", "serve", "--host", "127.0.0.1", "--port", str(port), "--model", model,
          "--adapters", adapters, "--log-level", "warning"],
-        cwd=ROOT, env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        cwd=ROOT, env={**os.environ, **env}, stdout=subprocess.DEVNULL,
+        stderr=open(log, "wb") if log else subprocess.DEVNULL,
     )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 180
@@ -264,6 +282,7 @@ def main() -> None:
     ap.add_argument("--max-queue", type=int, default=16, help="SUPPORTKIT_SERVE_MAX_QUEUE of a server started here")
     ap.add_argument("--max-batch-size", type=int, default=8)
     ap.add_argument("--out", type=Path, help="Write the report as JSON")
+    ap.add_argument("--server-log", type=Path, help="Where the server this script starts writes its log (warnings)")
     args = ap.parse_args()
     proc = None
     url, pid = args.url, args.pid
@@ -273,7 +292,7 @@ def main() -> None:
         proc, url = _start_server(args.model, args.adapters, {
             "SUPPORTKIT_SERVE_MAX_QUEUE": str(args.max_queue), "SUPPORTKIT_SERVE_MAX_BATCH_SIZE": str(args.max_batch_size),
             "SUPPORTKIT_SERVE_DTYPE": "float32",
-        })
+        }, args.server_log)
         pid = proc.pid
     try:
         names = args.adapters_list.split(",") if args.adapters_list else [

@@ -67,5 +67,7 @@ def serve(
     # uvicorn stops accepting, lets in-flight requests finish (up to the grace period), then re-raises SIGTERM
     # at the end; with this handler the process then exits 0 rather than dying by the signal (exit 143).
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    # Keep-alive longer than the usual proxy/load-balancer idle timeout (60 s): with uvicorn's default of 5 s,
+    # a client or gateway can send on a connection the server is closing, and the request is lost.
     uvicorn.run(create_app(settings, model_dir), host=settings.host, port=settings.port, log_level=log_level,
-                timeout_graceful_shutdown=30)
+                timeout_graceful_shutdown=30, timeout_keep_alive=75)

@@ -34,6 +34,11 @@ CHAT_COMPLETION = _obj({
     "usage": _obj({"prompt_tokens": _INT, "completion_tokens": _INT, "total_tokens": _INT}),
     "energy": ENERGY,
 })
+COMPLETION = _obj({
+    "id": _STR, "object": {"const": "text_completion"}, "created": _INT, "model": _STR,
+    "choices": {"type": "array", "minItems": 1, "items": _obj({"index": _INT, "text": _STR, "finish_reason": _STR})},
+    "usage": _obj({"prompt_tokens": _INT, "completion_tokens": _INT, "total_tokens": _INT}),
+})
 MODEL_LIST = _obj({"object": {"const": "list"}, "data": {"type": "array", "minItems": 1, "items": _obj(
     {"id": _STR, "object": {"const": "model"}}, {"parent": _NULLABLE_STR, "manifest": {"type": "object"}})}})
 INFO = _obj({"model_id": _STR, "max_input_tokens": _INT, "max_total_tokens": _INT, "max_batch_size": _INT,
@@ -54,6 +59,7 @@ SUCCESS = {
     ("post", "/adapters/{name}/generate_stream"): _SSE,
     ("post", "/v1/chat/completions"): {"application/json": {"schema": CHAT_COMPLETION}, **_SSE},
     ("post", "/adapters/{name}/v1/chat/completions"): {"application/json": {"schema": CHAT_COMPLETION}, **_SSE},
+    ("post", "/v1/completions"): {"application/json": {"schema": COMPLETION}, **_SSE},
     ("get", "/v1/models"): {"application/json": {"schema": MODEL_LIST}},
     ("get", "/info"): {"application/json": {"schema": INFO}},
     ("get", "/metrics"): {"text/plain": {"schema": _STR}},
