@@ -200,7 +200,7 @@ class VLLMProtocol:
             raise InvalidRequest("decoder_input_details is not supported by the vLLM engine behind this server",
                                  "decoder_input_details")
         body = {"model": model, "prompt": req.prompt, "max_tokens": p.max_new_tokens, "stream": True,
-                "stream_options": {"include_usage": True}, "logprobs": max(1, p.top_n_tokens),
+                "stream_options": {"include_usage": True}, "logprobs": p.top_n_tokens,  # 0: each token's own
                 "return_tokens_as_token_ids": True, "skip_special_tokens": True,
                 "temperature": (p.temperature if p.temperature is not None else 1.0) if p.sampling else 0.0}
         if p.sampling:

@@ -1,0 +1,123 @@
+"""What a kit server in front of a remote engine adds: time to first token and total time, front vs direct.
+
+A back kit server (the "remote": it speaks TGI's protocol and OpenAI completions, as TGI and vLLM do) and two
+front kit servers (`--engine tgi`, `--engine vllm`) run on loopback; the same greedy streaming requests go to
+the back directly (TGI /generate_stream) and through each front (TGI /generate_stream). The difference is
+the front's cost: prompt tokenization, one more HTTP hop and SSE parse, re-framing. Medians of sequential
+requests; the machine's load average is recorded because other work competes for the CPUs, and so is the
+CPU time each server spent per request (psutil), which depends much less on that competition.
+
+    .venv/bin/python benchmarks/remote_overhead.py --model DIR --adapters DIR [--requests 30] [--tokens 32]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import psutil
+
+ROOT = Path(__file__).resolve().parent.parent
+PROMPT = "My fibre box shows a red LOS light since this morning and I have no internet. What should I do?"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start(args: list[str]) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "supportkit.cli", "serve", "--port", str(port), *args], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url + "/health", timeout=2).status_code == 200:
+                return proc, url
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    proc.kill()
+    raise SystemExit(f"server {args} did not become healthy")
+
+
+def one(client: httpx.Client, url: str, adapter: str | None, tokens: int) -> tuple[float, float]:
+    params = {"max_new_tokens": tokens, **({"adapter_id": adapter} if adapter else {})}
+    t0 = time.perf_counter()
+    first = None
+    with client.stream("POST", url + "/generate_stream", json={"inputs": PROMPT, "parameters": params}) as r:
+        r.raise_for_status()
+        for line in r.iter_lines():
+            if line.startswith("data:"):
+                first = first or time.perf_counter()
+    return first - t0, time.perf_counter() - t0
+
+
+def cpu_s(proc: subprocess.Popen) -> float:
+    t = psutil.Process(proc.pid).cpu_times()
+    return t.user + t.system
+
+
+def measure(url: str, adapter: str | None, n: int, tokens: int, procs: dict) -> dict:
+    with httpx.Client(timeout=120) as client:
+        for _ in range(3):
+            one(client, url, adapter, tokens)  # warm-up
+        before = {name: cpu_s(p) for name, p in procs.items()}
+        runs = [one(client, url, adapter, tokens) for _ in range(n)]
+        cpu = {f"{name}_cpu_ms_per_request": 1000 * (cpu_s(p) - before[name]) / n for name, p in procs.items()}
+    return {"ttft_ms_median": 1000 * statistics.median(r[0] for r in runs),
+            "total_ms_median": 1000 * statistics.median(r[1] for r in runs), **cpu}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", required=True)
+    ap.add_argument("--adapters", required=True)
+    ap.add_argument("--adapter", default=None, help="adapter to request (default: the store's first)")
+    ap.add_argument("--requests", type=int, default=30)
+    ap.add_argument("--tokens", type=int, default=32)
+    ap.add_argument("--dtype", default="float32")
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "remote_overhead_tiny_cpu.json"))
+    a = ap.parse_args()
+    adapter = a.adapter or sorted(p.name for p in Path(a.adapters).iterdir() if p.is_dir())[0]
+    procs = []
+    try:
+        back, back_url = start(["--model", a.model, "--adapters", a.adapters, "--dtype", a.dtype])
+        procs.append(back)
+        fronts = {}
+        for kind, url in (("tgi", back_url), ("vllm", back_url + "/v1")):
+            proc, fronts[kind] = start(["--model", a.model, "--adapters", a.adapters, "--engine", kind, "--engine-url", url])
+            procs.append(proc)
+        load_before = os.getloadavg()[0]
+        results = {"direct": measure(back_url, adapter, a.requests, a.tokens, {"back": back})}
+        for i, (kind, url) in enumerate(fronts.items()):
+            results[f"front_{kind}"] = measure(url, adapter, a.requests, a.tokens, {"back": back, "front": procs[1 + i]})
+        for kind in fronts:
+            r, d = results[f"front_{kind}"], results["direct"]
+            r["ttft_overhead_ms"] = r["ttft_ms_median"] - d["ttft_ms_median"]
+            r["total_overhead_ms"] = r["total_ms_median"] - d["total_ms_median"]
+        report = {"model": Path(a.model).name, "adapter": adapter, "requests": a.requests, "tokens": a.tokens,
+                  "cpu_count": os.cpu_count(), "loadavg_before": load_before, "loadavg_after": os.getloadavg()[0],
+                  "results": results}
+    finally:
+        for p in procs:
+            p.terminate()
+            p.wait(30)
+    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(a.out).write_text(json.dumps(report, indent=2) + "\n")
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
