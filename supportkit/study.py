@@ -94,19 +94,21 @@ def parse_indices(text: str) -> list[int]:
 
 
 def _state(layout, profile_name: str, port: int | None) -> dict:
-    """study-state.json: the profile and server port of this directory (the eval job's resume needs the same URL)."""
+    """study-state.json: the profile and server port of this directory (kept across re-runs when free)."""
     from supportkit.study_config import StudyError
-    from supportkit.study_steps import free_port, port_is_free
+    from supportkit.study_steps import free_port, move_endpoint, port_is_free
 
     state = json.loads(layout.state.read_text()) if layout.state.is_file() else {}
     if state.get("profile") and state["profile"] != profile_name:
         raise StudyError(f"{layout.out} holds a study of profile {state['profile']!r}; use another --out")
     chosen = port or state.get("port") or free_port()
     if not port_is_free(chosen):
-        raise StudyError(f"port {chosen} of this study's server is in use; free it (or pass --port N with "
-                         f"a new --out: the stored answers are keyed to the server's URL)")
-    if state.get("port") and chosen != state["port"] and (layout.eval / "run.json").is_file():
-        raise StudyError(f"this study's answers were asked at port {state['port']}; re-run with that port")
+        if port:
+            raise StudyError(f"port {port} is in use; pass another --port or none")
+        chosen = free_port()
+    if state.get("port") and chosen != state["port"]:
+        # Same model and store on a new port: the stored answers and judgments stay valid.
+        move_endpoint(layout.eval, f"http://127.0.0.1:{state['port']}", f"http://127.0.0.1:{chosen}")
     state.update(profile=profile_name, port=chosen)
     layout.out.mkdir(parents=True, exist_ok=True)
     layout.state.write_text(json.dumps(state, indent=2) + "\n")

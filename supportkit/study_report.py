@@ -132,19 +132,18 @@ def plot_grouped(rows: list[dict], key: str, order: list, colour_key: str, title
                                 ("validation loss", "panel score (anchor = 1000)", "training energy (kWh)")):
         for x, g in enumerate(groups):
             values = [(r[field], r[colour_key]) for r in rows if r[key] == g and r.get(field) is not None]
-            if values:
-                ax.bar(x, sum(v for v, _ in values) / len(values), color="lightgrey", width=0.6)
+            if values:  # the group's mean as a line: scores and losses sit far from zero, bars would hide them
+                ax.hlines(sum(v for v, _ in values) / len(values), x - 0.3, x + 0.3, color="grey", lw=2)
             for k, (v, c) in enumerate(values):
                 ax.scatter(x + (k - (len(values) - 1) / 2) * 0.08, v, color=colours[c], zorder=3, s=18)
         ax.set_xticks(range(len(groups)), [str(g) for g in groups])
+        ax.set_xlim(-0.6, len(groups) - 0.4)
         ax.set_ylabel(label)
-        if field == "val_loss" and any(r.get("val_loss") for r in rows):
-            low = min(r["val_loss"] for r in rows if r.get("val_loss") is not None)
-            ax.set_ylim(bottom=low * 0.95)
-    handles = [plt.Line2D([], [], marker="o", ls="", color=c, label=f"{colour_key} {k}") for k, c in colours.items()]
-    fig.legend(handles=handles, loc="upper right", fontsize=8)
-    fig.suptitle(title + " (bars: mean of the configurations; dots: each configuration)")
-    fig.tight_layout()
+    handles = [plt.Line2D([], [], marker="o", ls="", color=c, label=f"{colour_key}={k}") for k, c in colours.items()]
+    handles.append(plt.Line2D([], [], color="grey", lw=2, label="group mean"))
+    fig.legend(handles=handles, loc="center right", fontsize=8)
+    fig.suptitle(title + " (dots: each configuration)")
+    fig.tight_layout(rect=(0, 0, 0.88, 1))
     fig.savefig(path, format="png")
     plt.close(fig)
     return path

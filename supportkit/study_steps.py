@@ -117,6 +117,7 @@ def train_all(profile: StudyProfile, layout: Layout, runs: list, log: Log, progr
 
 def port_is_free(port: int) -> bool:
     with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server binds: TIME_WAIT is no obstacle
         try:
             s.bind(("127.0.0.1", port))
         except OSError:
@@ -200,3 +201,23 @@ def run_eval(profile: StudyProfile, layout: Layout, url: str, targets: list[str]
         raise StudyError(f"eval settings: {exc}") from None
     except (JobError, JudgingError, PanelError, QuestionFileError, TargetError) as exc:
         raise StudyError(f"eval: {exc}") from None
+
+
+def move_endpoint(eval_dir: Path, old_url: str, new_url: str) -> bool:
+    """The study's server came back on another port: same model, same store, so its stored answers and judgments
+    still hold. Point the eval run's record at the new URL, so that the eval job resumes instead of refusing."""
+    import json
+
+    run_file = eval_dir / "run.json"
+    if old_url == new_url or not run_file.is_file():
+        return False
+    run = json.loads(run_file.read_text())
+    moved = run.get("endpoint") == old_url
+    if moved:
+        run["endpoint"] = new_url
+    for judge in run.get("judges", []):
+        if judge.get("url") == old_url:
+            judge["url"], moved = new_url, True
+    if moved:
+        run_file.write_text(json.dumps(run, indent=2) + "\n")
+    return moved

@@ -137,7 +137,12 @@ def test_rerun_reuses_everything_then_continues_after_a_loss(mini_study):
     shutil.rmtree(out / "adapters" / "r32-qv")
     for name in ("answers.jsonl", "judgments.jsonl"):
         _drop(out / "eval" / name, "r32-qv")
-    proc = ok(study_cli("--profile", "mini", "--out", str(out), "--no-progress"))
+    # ... and its server comes back on another port: the stored answers stay valid for the same model and store.
+    from tests.conftest import free_port
+
+    port = free_port()
+    proc = ok(study_cli("--profile", "mini", "--out", str(out), "--no-progress", "--port", str(port)))
+    assert json.loads((out / "eval" / "run.json").read_text())["endpoint"] == f"http://127.0.0.1:{port}"
     after = _snapshot(out)
     assert {k: v for k, v in after["adapters"].items() if k != "r32-qv"} == \
         {k: v for k, v in before["adapters"].items() if k != "r32-qv"}
