@@ -15,7 +15,7 @@ from common.redact import Redactor
 from serve.api import admin_routes, completions_routes, errors, openai_routes, openapi_docs, tgi_routes
 from serve.api.disconnect import CancelOnDisconnect
 from serve.chat import ChatService
-from serve.feedback import FeedbackStore
+from serve.feedback import open_store
 from serve.handoff import HandoffRules
 from serve.metrics import Metrics
 from serve.registry import AdapterRegistry
@@ -67,7 +67,7 @@ def create_app(settings: ServeSettings, model_dir, engine=None) -> FastAPI:
         await registry.sync(initial=True)
         app.state.settings, app.state.engine, app.state.metrics, app.state.registry = settings, eng, metrics, registry
         app.state.chat = ChatService(eng, settings.system_prompt, HandoffRules.load(settings.handoff_rules), metrics)
-        app.state.feedback = FeedbackStore(settings.feedback_db, Redactor(settings.redact_account_patterns))
+        app.state.feedback = open_store(settings.feedback_db, Redactor(settings.redact_account_patterns))
         watcher = asyncio.create_task(registry.watch(settings.watch_interval_s)) if settings.watch_interval_s > 0 else None
         log.info("serving %s with adapters %s", eng.name, sorted(eng.adapters()) or "none")
         try:

@@ -8,6 +8,7 @@ rating; a comment is added to the row.
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 import time
 import uuid
@@ -18,6 +19,8 @@ from pathlib import Path
 
 from common.models import cache_dir
 from common.redact import Redactor
+
+log = logging.getLogger("supportkit.feedback")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS feedback (
@@ -116,6 +119,16 @@ class FeedbackStore:
             rows = db.execute(query + " ORDER BY created_at, id", args).fetchall()
         for r in rows:
             yield FeedbackRecord(r[0], r[1], r[2], r[3], r[4], r[5], r[6], json.loads(r[7]), bool(r[8]), r[9], r[10])
+
+
+def open_store(path: Path | None, redactor: Redactor | None = None) -> FeedbackStore | None:
+    """The store, or None (with a warning) when its file cannot be opened: serving goes on without feedback."""
+    try:
+        return FeedbackStore(path, redactor)
+    except (OSError, sqlite3.Error) as exc:
+        log.warning("feedback is not stored: cannot open %s (%s); set SUPPORTKIT_SERVE_FEEDBACK_DB to a writable file",
+                    path or default_path(), exc)
+        return None
 
 
 def question_record(rec: FeedbackRecord) -> dict:

@@ -171,6 +171,8 @@ async def send(chat, engine, timeout_s: float, session: Session, message: str, m
 
 def rate(store, session: Session, side: str, index: int, liked: bool | None) -> str | None:
     """Store a thumbs up/down for reply `index` of `side` (None: remove it); returns the feedback row's id."""
+    if store is None:
+        raise ValueError("feedback is not stored on this server: it has no writable feedback database")
     state = session.sides[side]
     note = state.notes.get(index)
     if note is None:

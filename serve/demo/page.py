@@ -152,7 +152,7 @@ def build_page(state) -> gr.Blocks:
                 fid = rate(state().feedback, sess, side, int(index), bool(liked))
             except ValueError as exc:
                 return None, str(exc)
-            if (text or "").strip():
+            if (text or "").strip() and fid:
                 state().feedback.comment(fid, text)
             return fid, "Saved."
 
@@ -164,7 +164,7 @@ def build_page(state) -> gr.Blocks:
         def on_comment(fid, text):
             if not (text or "").strip():
                 return "Write a comment first.", text
-            if fid is None:
+            if fid is None or state().feedback is None:
                 return "Rate a reply with a thumb first; the comment goes with that rating.", text
             state().feedback.comment(fid, text)
             return "Comment saved with your rating.", ""

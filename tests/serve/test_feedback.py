@@ -125,3 +125,15 @@ def test_feedback_given_on_the_page_survives_a_restart(server_factory, tiny_mode
     assert records[0]["feedback"]["comment"] == "too vague; customer id is account number: [ACCOUNT]"
     assert "reference" not in records[0] and records[1]["reference"] == records[1]["feedback"]["reply"]
     assert [q.id for q in load_questions([out])] == [r["id"] for r in records]
+
+
+def test_an_unwritable_database_is_a_warning_not_a_crash(tmp_path, caplog):
+    from serve.demo.conversation import Session, rate
+    from serve.feedback import open_store
+
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    assert open_store(blocker / "feedback.db") is None
+    assert "SUPPORTKIT_SERVE_FEEDBACK_DB" in caplog.text
+    with pytest.raises(ValueError, match="no writable feedback database"):
+        rate(None, Session(), "A", 1, True)
