@@ -256,6 +256,27 @@ def test_remote_refusal_is_a_clean_error(front, back):
     assert r.status_code == 422 and "tokens" in r.json()["error"]  # checked here, with the local tokenizer
 
 
+def test_client_leaving_cancels_the_remote_generation(front, back):
+    """A client that goes away frees the remote's work too (the front closes its connection to the back)."""
+    def cancelled() -> float:
+        text = httpx.get(back.url + "/metrics", timeout=30).text
+        return sum(s.value for f in text_string_to_metric_families(text) for s in f.samples
+                   if s.name == "supportkit_requests_total" and s.labels.get("outcome") == "cancelled")
+
+    before = cancelled()
+    body = {"inputs": PROMPT, "parameters": {"max_new_tokens": 1000}}  # greedy: 1000 tokens, tens of seconds
+    with httpx.stream("POST", front.url + "/generate_stream", json=body, timeout=60) as r:
+        events = 0
+        for line in r.iter_lines():
+            events += line.startswith("data:")
+            if events == 3:
+                break
+    deadline = time.monotonic() + 30
+    while cancelled() == before and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert cancelled() == before + 1
+
+
 def _wait_health(server, status: int, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
