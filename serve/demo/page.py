@@ -91,6 +91,7 @@ def build_page(state) -> gr.Blocks:
         timer.tick(refresh, **refresh_io)
         model_a.focus(refresh, **refresh_io)
         model_b.focus(refresh, **refresh_io)
+
         def on_model(m):
             return describe_model(state().chat, m), gr.update(label=m)
 
