@@ -329,6 +329,9 @@ class RemoteEngine:
                 what = "during the generation" if tokens else "before the generation started"
                 raise Unavailable(f"the {self.kind} engine at {self.url} is unreachable or went away {what} "
                                   f"({type(exc).__name__})") from None
+            except (ValueError, KeyError, TypeError) as exc:  # not the protocol we were told to expect
+                raise GenerationFailed(f"the {self.kind} engine at {self.url} sent an answer this server cannot read "
+                                       f"({type(exc).__name__}: {exc}); is --engine right?") from None
             raise GenerationFailed(f"the {self.kind} engine ended the generation without a result")
         except ServeError:
             failed = True  # reported to the client (and counted) by the HTTP layer
