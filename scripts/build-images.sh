@@ -82,23 +82,27 @@ build_base() {
 }
 
 # Every wheel both images need, torch first from the local CPU build, sdists built into wheels here.
+# Kept in the cache (keyed by pyproject.toml) and linked into .whl/, the git-ignored build-context copy.
 build_wheels() {
-  local dir="$ROOT/.whl"   # git-ignored; the Dockerfiles COPY it
-  local key
+  local dir="$CACHE/wheels" key
   key=$(sha256sum pyproject.toml | cut -c1-16)
-  if [ "$(cat "$dir/.key" 2>/dev/null)" = "$key" ]; then log "wheels for pyproject $key are cached"; return; fi
-  mkdir -p "$dir"
-  rm -f "$dir"/supportkit-*.whl
-  local torch
-  torch=$(ls "$TORCH_WHEEL_DIR"/torch-2.13.0+cpu-cp311-*.whl 2>/dev/null | head -1 || true)
-  [ -n "$torch" ] && cp -n "$torch" "$dir/"
-  log "collecting wheels into $dir"
-  # The host's Python must be 3.11 like the image's so that the wheels fit.
-  python3 -m pip wheel -q --wheel-dir "$dir" --find-links "$dir" \
-    torch==2.13.0 ".[serve,train,eval]" pip setuptools wheel >"$CACHE/wheels.log" 2>&1 ||
-    { grep -v '^WARNING: Location' "$CACHE/wheels.log" | tail -20; exit 1; }
-  rm -f "$dir"/supportkit-*.whl   # the image builds the kit from its sources
-  echo "$key" > "$dir/.key"
+  if [ "$(cat "$dir/.key" 2>/dev/null)" = "$key" ]; then
+    log "wheels for pyproject $key are cached"
+  else
+    mkdir -p "$dir"
+    local torch
+    torch=$(ls "$TORCH_WHEEL_DIR"/torch-2.13.0+cpu-cp311-*.whl 2>/dev/null | head -1 || true)
+    [ -n "$torch" ] && cp -n "$torch" "$dir/"
+    log "collecting wheels into $dir"
+    # The host's Python must be 3.11 like the image's so that the wheels fit.
+    python3 -m pip wheel -q --wheel-dir "$dir" --find-links "$dir" \
+      torch==2.13.0 ".[serve,train,eval]" pip setuptools wheel >"$CACHE/wheels.log" 2>&1 ||
+      { grep -v '^WARNING: Location' "$CACHE/wheels.log" | tail -20; exit 1; }
+    rm -f "$dir"/supportkit-*.whl   # the image builds the kit from its sources
+    echo "$key" > "$dir/.key"
+  fi
+  rm -rf "$ROOT/.whl"
+  cp -al "$dir" "$ROOT/.whl" 2>/dev/null || cp -a "$dir" "$ROOT/.whl"
 }
 
 build_images() {

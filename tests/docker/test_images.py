@@ -16,7 +16,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-pytestmark = pytest.mark.container
+# The first test builds the images (cached between runs; a cold build takes minutes).
+pytestmark = [pytest.mark.container, pytest.mark.timeout(1800)]
 
 ROOT = Path(__file__).resolve().parents[2]
 TAG = os.environ.get("TAG", "test")
