@@ -227,7 +227,7 @@ containers:
       - name: SUPPORTKIT_JUDGE_URL
         value: {{ include "supportkit.serveUrl" . }}
       {{- end }}
-      {{- include "supportkit.extraEnv" .Values.eval.env | nindent 6 }}
+      {{- with .Values.eval.env }}{{ include "supportkit.extraEnv" . | trim | nindent 6 }}{{ end }}
     {{- if or .Values.eval.judgeApiKeys .Values.eval.existingSecret }}
     # Judge API keys arrive as env vars from a Secret, never as arguments.
     envFrom:
