@@ -6,13 +6,14 @@ import asyncio
 import contextlib
 import logging
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 import serve
 from common.redact import Redactor
 from serve.api import admin_routes, completions_routes, errors, openai_routes, openapi_docs, tgi_routes
+from serve.api.body_limit import BodyLimit
 from serve.api.disconnect import CancelOnDisconnect
 from serve.chat import ChatService
 from serve.feedback import open_store
@@ -79,21 +80,12 @@ def create_app(settings: ServeSettings, model_dir, engine=None) -> FastAPI:
 
     app = FastAPI(
         title="supportkit", version=serve.__version__, lifespan=lifespan,
-        max_body_size=settings.max_request_bytes,  # counts bytes read, so chunked bodies are bounded too
         description="Telecom support assistant: OpenAI- and TGI-compatible APIs over a base model and LoRA adapters.",
     )
     app.state.metrics = None
     errors.install(app, lambda: app.state.metrics)
 
-    @app.middleware("http")
-    async def limit_body(request: Request, call_next):
-        length = request.headers.get("content-length")
-        if length and length.isdigit() and int(length) > settings.max_request_bytes:
-            return errors.error_response(
-                request, 413, f"request body too large (limit {settings.max_request_bytes} bytes)", "validation"
-            )
-        return await call_next(request)
-
+    app.add_middleware(BodyLimit, max_bytes=settings.max_request_bytes)  # chunked bodies too
     app.add_middleware(CancelOnDisconnect)  # outermost: a client that leaves frees its batch row
 
     if settings.root_path:

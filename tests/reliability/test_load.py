@@ -67,18 +67,34 @@ LONG = {"model": "support-a", "messages": [{"role": "user", "content": "Tell me 
 
 
 def test_request_timeout_frees_the_slot(slow_server):
-    before = _cancelled(slow_server)
+    """Three long generations, plain and streamed, cut at 1 s. A random tiny model may reach its end-of-sequence
+    token early (a batch's numerics can change the greedy path), so a request may also end normally; every
+    one that timed out must have been cancelled in the engine, and at least one must time out."""
+    before, timed_out = _cancelled(slow_server), 0
     r = httpx.post(slow_server.url + "/v1/chat/completions", json=LONG, timeout=60)
-    assert r.status_code == 504 and "within 1 s" in r.json()["error"]["message"]
+    if r.status_code == 504:
+        assert "within 1 s" in r.json()["error"]["message"]
+        timed_out += 1
+    else:
+        assert r.status_code == 200 and r.json()["choices"][0]["finish_reason"] == "stop", r.text[:300]
     r = httpx.post(slow_server.url + "/generate", json={"inputs": "Tell me everything.", "parameters": {
         "max_new_tokens": 3000, "adapter_id": "support-a"}}, timeout=60)
-    assert r.status_code == 504 and r.json()["error_type"] == "timeout"
+    if r.status_code == 504:
+        assert r.json()["error_type"] == "timeout"
+        timed_out += 1
+    else:
+        assert r.status_code == 200 and r.json()["details"]["finish_reason"] == "eos_token", r.text[:300]
     with httpx.stream("POST", slow_server.url + "/generate_stream", json={"inputs": "Tell me everything.", "parameters": {
             "max_new_tokens": 3000}}, timeout=60) as s:
         events = [json.loads(line[5:]) for line in s.iter_lines() if line.startswith("data:")]
-    assert events[-1]["error_type"] == "timeout" and len(events) > 1  # tokens, then the timeout as TGI's error event
+    if "error_type" in events[-1]:
+        assert events[-1]["error_type"] == "timeout" and len(events) > 1  # tokens, then TGI's error event
+        timed_out += 1
+    else:
+        assert events[-1]["details"]["finish_reason"] == "eos_token"
+    assert timed_out >= 1
     assert wait_until(lambda: idle(slow_server))
-    assert _cancelled(slow_server) - before == 3  # cut short, not run to the end
+    assert _cancelled(slow_server) - before == timed_out  # cut short in the engine, not left to run to the end
 
 
 def test_client_disconnect_frees_the_slot(patient_server):
