@@ -205,6 +205,8 @@ class LocalEngine:
                 raise AdapterNotFound(
                     f"adapter {req.adapter!r} is not loaded; GET /v1/models lists the adapters being served"
                 )
+        if len(self._pending) >= self.max_queue:  # cheap refusal before tokenizing
+            raise Overloaded("the request queue is full; retry later")
         ids = self.tokenizer(req.prompt, add_special_tokens=False)["input_ids"]
         p = req.params
         if p.truncate:
@@ -333,7 +335,7 @@ class LocalEngine:
         self._batch.append_row(cache, n)
         self._rows.append(row)
         self._account({id(row): n}, "prefill")
-        self._emit_token(row, out.logits[0, -1].float())
+        self._emit_or_fail(row, out.logits[0, -1].float())
         self._finish_done()
 
     def _prefill_details(self, ids: list[int], logits: torch.Tensor) -> list[Token]:
@@ -359,8 +361,17 @@ class LocalEngine:
         logits = out.logits[:, -1].float()
         for i, row in enumerate(rows):
             row.next_pos += 1
-            self._emit_token(row, logits[i])
+            self._emit_or_fail(row, logits[i])
         self._finish_done()
+
+    def _emit_or_fail(self, row: _Row, logits: torch.Tensor) -> None:
+        """A row whose sampling fails (e.g. non-finite logits) fails alone; the rest of the batch goes on."""
+        try:
+            self._emit_token(row, logits)
+        except Exception as exc:
+            log.warning("request %s failed: %s", row.req.id, exc)
+            row.finish_reason = "error"
+            row.handle.emit(GenerationFailed(f"generation failed: {type(exc).__name__}: {exc}"))
 
     def _emit_token(self, row: _Row, logits: torch.Tensor) -> None:
         p = row.req.params
@@ -410,6 +421,8 @@ class LocalEngine:
         now = time.monotonic()
         for row in done:
             self.slots.release(row.slot, self._registered(row))
+            if row.finish_reason == "error":  # its error has been sent already
+                continue
             result = GenerationResult(
                 text=row.text, finish_reason=row.finish_reason, tokens=row.tokens, prompt_tokens=len(row.prompt_ids),
                 seed=row.seed, prefill=row.prefill, adapter=row.weights.name if row.weights else None,

@@ -77,3 +77,22 @@ def test_seeded_sampling_is_reproducible_and_stops(setup):
     stop = text[2:4]
     stopped = run(stop=[stop])
     assert stopped.finish_reason == "stop_sequence" and stop not in stopped.text and text.startswith(stopped.text)
+
+
+def test_a_failing_row_fails_alone(setup):
+    """A request whose sampling breaks (temperature so small the probabilities overflow) fails by itself;
+    the other requests of its batch finish normally."""
+    from serve.errors import GenerationFailed
+
+    _, engine, _ = setup
+    prompt = engine.render_chat([{"role": "user", "content": LONG}])
+    good = GenerationRequest(prompt, "qv", SamplingParams(max_new_tokens=16))
+    bad = GenerationRequest(prompt, "all", SamplingParams(max_new_tokens=16, do_sample=True, temperature=1e-38))
+
+    async def run():
+        return await asyncio.gather(engine.generate(good), engine.generate(bad), return_exceptions=True)
+
+    ok, failed = asyncio.run(run())
+    assert isinstance(failed, GenerationFailed)
+    alone = asyncio.run(engine.generate(GenerationRequest(prompt, "qv", SamplingParams(max_new_tokens=16))))
+    assert _ids(ok) == _ids(alone)
