@@ -71,8 +71,12 @@ def report_only(eval_dir: Path, store: Path | None, out: Path) -> dict[str, Path
     names = [t["name"] for t in run["targets"] if not t["is_base"] and (store / t["name"] / "manifest.json").is_file()]
     base = next((t["name"] for t in run["targets"] if t["is_base"]), "?")
     out.mkdir(parents=True, exist_ok=True)
-    meta = {"profile": "report-only", "model_name": base, "data": {}, "timings": {},
-            "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    meta = {"profile": "report-only", "model_name": base, "data": {}, "timings": {}}
+    if (out / "study.json").is_file():  # re-rendering a study's report: keep what its run recorded
+        old = json.loads((out / "study.json").read_text())
+        meta.update({k: old[k] for k in ("profile", "profile_settings", "model_dir", "model_name", "data", "timings")
+                     if k in old})
+    meta["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     return write_report(out.resolve(), eval_dir.resolve(), store.resolve(), names, meta)
 
 

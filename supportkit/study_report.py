@@ -105,6 +105,9 @@ def recommend(rows: list[dict]) -> dict[str, Any]:
                     f"{lowest['rank']} of {len([r for r in rows if r['rank']])} by the panel (base model included)." if lowest else ""))
     if base and base["score"] is not None and base["score"] >= best["score"]:
         lines.append(f"No configuration is judged better than the base model {base['name']} at this scale.")
+    elif base and base["score"] is not None and best["ci"] and best["ci"][0] <= base["score"]:
+        lines.append(f"The best-judged configuration's CI includes the base model's score ({fmt(base['score'], '.1f')}): "
+                     f"at this scale no configuration is shown to beat the base model {base['name']}.")
     overlapping = [r["name"] for r in adapters if r is not best and r["ci"] and best["ci"] and r["ci"][1] >= best["ci"][0]]
     if overlapping:
         lines.append(f"The confidence interval of the best-judged configuration overlaps those of {len(overlapping)} "
@@ -211,7 +214,7 @@ def blocks(study: dict) -> list[tuple]:
               f"Judged on {study['questions']} held-out test questions by {len(study['judges'])} judge(s) "
               f"({', '.join(study['judges'])}); panel scores are Bradley-Terry strengths on the Elo scale with the "
               f"base model `{study['anchor']}` at 1000, 95% CIs from {study['bootstrap']} bootstrap resamples of the questions."),
-        ("p", f"Wall time of the last run of the study: {fmt(timings.get('total_s'), '.0f')} s "
+        ("p", f"Wall time of the last run of the study (a re-run reuses the finished steps): {fmt(timings.get('total_s'), '.0f')} s "
               f"({steps or '-'}). "
               f"Training energy of all configurations: {fmt(t['train_kwh'], '.4g')} kWh over "
               f"{fmt(t['train_duration_s'], '.0f')} s of training; serving energy of the {t['answers']} answers under "
