@@ -133,8 +133,8 @@ def test_train_image_runs_a_few_steps(images, volumes):
                   "-v", f"{volumes / 'model'}:/models/base:ro", "-v", f"{volumes / 'out'}:/adapters",
                   images["train"], "--config", "/opt/supportkit/configs/train/sweep.yaml", "--index", "0",
                   "--out", "/adapters", "--no-progress",
-                  "model=/models/base", "max_steps=3", "offline_scenarios=30", "max_val_examples=4",
-                  "batch_size=2", "grad_accum=1", "eval_steps=3", "save_steps=3", "max_length=128",
+                  "model=/models/base", "max_steps=3", "offline_scenarios=40", "max_val_examples=4",
+                  "batch_size=2", "grad_accum=1", "eval_steps=3", "save_steps=3", "max_length=1024",
                   timeout=900, check=False)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     adapter = volumes / "out" / "r16-qv"
