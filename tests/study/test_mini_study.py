@@ -152,3 +152,15 @@ def test_rerun_reuses_everything_then_continues_after_a_loss(mini_study):
     assert len(after["answers"]) == len(before["answers"])
     state = json.loads((out / "study-state.json").read_text())
     assert len(state["runs"]) == 3
+
+
+def test_report_from_stored_eval_and_store_is_the_same_report(mini_study, tmp_path):
+    out, _ = mini_study
+    again = tmp_path / "again"
+    ok(study_cli("--report-from", str(out / "eval"), "--store", str(out / "adapters"), "--out", str(again)))
+    first, second = (table((d / "report.md").read_text(), "## Configurations") for d in (out, again))
+    assert first == second
+    assert json.loads((again / "study.json").read_text())["recommendation"] == \
+        json.loads((out / "study.json").read_text())["recommendation"]
+    proc = study_cli("--report-from", str(tmp_path / "none"), "--store", str(out / "adapters"), "--out", str(again))
+    assert proc.returncode == 1 and "holds no eval run" in proc.stderr and "Traceback" not in proc.stderr
