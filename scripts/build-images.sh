@@ -106,18 +106,29 @@ build_wheels() {
 }
 
 build_images() {
-  local img
+  local img target common
+  common=(--layers --format docker --isolation chroot --runtime runc
+          --ulimit nofile=1024:1024 --ulimit nproc=4096:4096
+          --build-arg BASE_IMAGE="$BASE_IMAGE" --build-arg PIP_ARGS="--no-index --find-links /wheels")
   for img in $IMAGES; do
     log "building supportkit-$img:$TAG"
-    "${BUILDAH[@]}" build --layers --format docker --isolation chroot --runtime runc \
-      --ulimit nofile=1024:1024 --ulimit nproc=4096:4096 \
-      --build-arg BASE_IMAGE="$BASE_IMAGE" \
-      --build-arg PIP_ARGS="--no-index --find-links /wheels" \
-      --build-arg VERSION="$(sed -nE 's/^version = "(.*)"/\1/p' pyproject.toml)" \
-      --build-arg REVISION="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)" \
-      -f "Dockerfile.$img" -t "localhost/supportkit-$img:$TAG" . >"$CACHE/build-$img.log" 2>&1 ||
-      { tail -30 "$CACHE/build-$img.log"; exit 1; }
+    # The deps stage gets a tag of its own, so that pruning below keeps its layer cache (torch and the
+    # dependencies take minutes to install; the kit's own layer takes seconds).
+    for target in deps final; do
+      local args=("${common[@]}" -f "Dockerfile.$img")
+      if [ "$target" = deps ]; then
+        args+=(--target deps -t "localhost/supportkit-$img-deps:$TAG")
+      else
+        args+=(--build-arg VERSION="$(sed -nE 's/^version = "(.*)"/\1/p' pyproject.toml)"
+               --build-arg REVISION="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+               -t "localhost/supportkit-$img:$TAG")
+      fi
+      "${BUILDAH[@]}" build "${args[@]}" . >"$CACHE/build-$img-$target.log" 2>&1 ||
+        { tail -30 "$CACHE/build-$img-$target.log"; exit 1; }
+    done
   done
+  # Superseded builds leave untagged images behind (GBs each): drop them.
+  "${PODMAN[@]}" image prune -f >/dev/null 2>&1 || true
 }
 
 case "${1:-all}" in
