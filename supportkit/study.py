@@ -74,7 +74,8 @@ def report_only(eval_dir: Path, store: Path | None, out: Path) -> dict[str, Path
     meta = {"profile": "report-only", "model_name": base, "data": {}, "timings": {}}
     if (out / "study.json").is_file():  # re-rendering a study's report: keep what its run recorded
         old = json.loads((out / "study.json").read_text())
-        meta.update({k: old[k] for k in ("profile", "profile_settings", "model_dir", "model_name", "data", "timings")
+        meta.update({k: old[k] for k in ("profile", "profile_settings", "model_dir", "model_name", "data", "timings",
+                                         "started_at")
                      if k in old})
     meta["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     return write_report(out.resolve(), eval_dir.resolve(), store.resolve(), names, meta)
@@ -114,6 +115,7 @@ def _state(layout, profile_name: str, port: int | None) -> dict:
         # Same model and store on a new port: the stored answers and judgments stay valid.
         move_endpoint(layout.eval, f"http://127.0.0.1:{state['port']}", f"http://127.0.0.1:{chosen}")
     state.update(profile=profile_name, port=chosen)
+    state.setdefault("started_at", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))  # first start, for the wall time
     layout.out.mkdir(parents=True, exist_ok=True)
     layout.state.write_text(json.dumps(state, indent=2) + "\n")
     return state
@@ -173,7 +175,8 @@ def run_study(prof, out: Path, model_override: str | None, port: int | None, pro
         timings["total_s"] = time.monotonic() - t0
         meta = {"profile": prof.name, "profile_settings": prof.model_dump(mode="json"), "model_dir": str(model_dir),
                 "model_name": model_name(model_dir), "data": {**data_stats, "generator": prof.data.generator},
-                "timings": timings, "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+                "timings": timings, "started_at": state["started_at"],
+                "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
         meta["data"].pop("system_prompt", None)
         files = write_report(layout.out, layout.eval, layout.store, names, meta)
         bar.advance(steps)

@@ -214,7 +214,8 @@ def blocks(study: dict) -> list[tuple]:
               f"Judged on {study['questions']} held-out test questions by {len(study['judges'])} judge(s) "
               f"({', '.join(study['judges'])}); panel scores are Bradley-Terry strengths on the Elo scale with the "
               f"base model `{study['anchor']}` at 1000, 95% CIs from {study['bootstrap']} bootstrap resamples of the questions."),
-        ("p", f"Wall time of the last run of the study (a re-run reuses the finished steps): {fmt(timings.get('total_s'), '.0f')} s "
+        ("p", (f"First started {study['started_at']}, finished {study.get('finished_at')}. " if study.get("started_at") else "")
+              + f"Wall time of the last run of the study (a re-run reuses the finished steps): {fmt(timings.get('total_s'), '.0f')} s "
               f"({steps or '-'}). "
               f"Training energy of all configurations: {fmt(t['train_kwh'], '.4g')} kWh over "
               f"{fmt(t['train_duration_s'], '.0f')} s of training; serving energy of the {t['answers']} answers under "

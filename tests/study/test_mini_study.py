@@ -52,6 +52,7 @@ def test_every_section_and_file_is_there(mini_study):
     assert [c["name"] for c in study["configurations"] if not c["is_base"]] == CONFIGS
     assert study["recommendation"]["text"] and study["recommendation"]["text"] in md
     assert set(study["timings"]) >= {"data_s", "train_s", "serve_s", "eval_s", "total_s"}
+    assert study["started_at"] <= study["finished_at"] and f"First started {study['started_at']}" in md
 
 
 def test_configuration_numbers_equal_the_manifests(mini_study):
