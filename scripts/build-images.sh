@@ -128,7 +128,7 @@ build_images() {
     done
   done
   # Superseded builds leave untagged images behind (GBs each): drop them.
-  "${PODMAN[@]}" image prune -f >/dev/null 2>&1 || true
+  "${PODMAN[@]}" image prune -f >"$CACHE/prune.log" 2>&1 || log "image prune failed: see $CACHE/prune.log"
 }
 
 case "${1:-all}" in
