@@ -12,10 +12,10 @@ import uuid
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from serve.api.deps import ChatDep, EngineDep, SettingsDep
-from serve.api.openai_schemas import StreamOptions
+from serve.api.openai_schemas import OpenAISampling
 from serve.api.responses import energy_json, open_stream, result_headers, run, sse
 from serve.engine.types import GenerationRequest, GenerationResult, SamplingParams, Token
 from serve.errors import InvalidRequest, ServeError
@@ -24,24 +24,10 @@ router = APIRouter(tags=["OpenAI"])
 FINISH = {"eos_token": "stop", "stop_sequence": "stop", "length": "length", "cancelled": "stop"}
 
 
-class CompletionRequest(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
-    model: str = ""
+class CompletionRequest(OpenAISampling):
     prompt: str | list[str] = Field(min_length=1)
     max_tokens: int | None = Field(16, ge=1)
-    temperature: float | None = Field(None, ge=0.0, le=2.0)
-    top_p: float | None = Field(None, ge=1e-6, le=1.0)
-    top_k: int | None = Field(None, ge=-1)
-    n: int = Field(1, ge=1, le=1, description="Only one choice per request")
     echo: bool = Field(False, description="Not supported")
-    stream: bool = False
-    stream_options: StreamOptions | None = None
-    stop: str | list[str] | None = None
-    seed: int | None = Field(None, ge=0, le=2**63 - 1)
-    frequency_penalty: float | None = Field(None, ge=-2.0, le=2.0)
-    presence_penalty: float | None = Field(None, ge=-2.0, le=2.0)
-    repetition_penalty: float | None = Field(None, ge=0.01, le=10.0)  # logits stay finite
     logprobs: int | None = Field(None, ge=0, le=5)
     return_tokens_as_token_ids: bool = False
     truncate_prompt_tokens: int | None = Field(None, ge=1)
@@ -54,15 +40,8 @@ class CompletionRequest(BaseModel):
         return self.prompt
 
     def sampling(self) -> SamplingParams:
-        temperature = 1.0 if self.temperature is None else self.temperature
-        temperature = 0.0 if temperature < 1e-5 else temperature  # greedy, as vLLM does (no overflow)
-        return SamplingParams(
-            max_new_tokens=self.max_tokens or 16, do_sample=temperature > 0, temperature=temperature, top_p=self.top_p,
-            top_k=self.top_k if self.top_k and self.top_k > 0 else None, repetition_penalty=self.repetition_penalty,
-            frequency_penalty=self.frequency_penalty, presence_penalty=self.presence_penalty, seed=self.seed,
-            stop=[self.stop] if isinstance(self.stop, str) else list(self.stop or []),
-            logprobs=self.logprobs is not None, top_n_tokens=self.logprobs or 0, truncate=self.truncate_prompt_tokens,
-        )
+        return self._sampling(self.max_tokens or 16, self.logprobs or 0, logprobs=self.logprobs is not None,
+                              truncate=self.truncate_prompt_tokens)
 
 
 def _name(token: Token, as_ids: bool) -> str:

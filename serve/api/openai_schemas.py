@@ -29,13 +29,12 @@ class StreamOptions(BaseModel):
     include_usage: bool = False
 
 
-class ChatCompletionRequest(BaseModel):
+class OpenAISampling(BaseModel):
+    """The sampling fields both OpenAI routes share (vLLM's extras `top_k` and `repetition_penalty` included)."""
+
     model_config = ConfigDict(extra="ignore")
 
     model: str = ""
-    messages: list[ChatMessage] = Field(min_length=1)
-    max_tokens: int | None = Field(None, ge=1)
-    max_completion_tokens: int | None = Field(None, ge=1)
     temperature: float | None = Field(None, ge=0.0, le=2.0)
     top_p: float | None = Field(None, ge=1e-6, le=1.0)
     top_k: int | None = Field(None, ge=-1)
@@ -48,6 +47,24 @@ class ChatCompletionRequest(BaseModel):
     presence_penalty: float | None = Field(None, ge=-2.0, le=2.0)
     # Bounded so that penalised logits stay finite (a NaN would fail the whole batch's decode step).
     repetition_penalty: float | None = Field(None, ge=0.01, le=10.0)
+
+    def _sampling(self, max_new_tokens: int, top_n: int, **extra) -> SamplingParams:
+        # OpenAI's default temperature is 1 (sampling); 0 is greedy, and so is anything below 1e-5 (as vLLM does:
+        # dividing logits by it would overflow).
+        temperature = 1.0 if self.temperature is None else self.temperature
+        temperature = 0.0 if temperature < 1e-5 else temperature
+        return SamplingParams(
+            max_new_tokens=max_new_tokens, do_sample=temperature > 0, temperature=temperature, top_p=self.top_p,
+            top_k=self.top_k if self.top_k and self.top_k > 0 else None, repetition_penalty=self.repetition_penalty,
+            frequency_penalty=self.frequency_penalty, presence_penalty=self.presence_penalty, seed=self.seed,
+            stop=[self.stop] if isinstance(self.stop, str) else list(self.stop or []), top_n_tokens=top_n, **extra,
+        )
+
+
+class ChatCompletionRequest(OpenAISampling):
+    messages: list[ChatMessage] = Field(min_length=1)
+    max_tokens: int | None = Field(None, ge=1)
+    max_completion_tokens: int | None = Field(None, ge=1)
     logprobs: bool = False
     top_logprobs: int | None = Field(None, ge=0, le=5)
     user: str | None = None
@@ -59,18 +76,8 @@ class ChatCompletionRequest(BaseModel):
         return self
 
     def sampling(self, default_max: int) -> SamplingParams:
-        stop = [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
-        # OpenAI's default temperature is 1 (sampling); 0 is greedy, and so is anything below 1e-5 (as vLLM does:
-        # dividing logits by it would overflow).
-        temperature = 1.0 if self.temperature is None else self.temperature
-        temperature = 0.0 if temperature < 1e-5 else temperature
-        return SamplingParams(
-            max_new_tokens=self.max_completion_tokens or self.max_tokens or default_max,
-            do_sample=temperature > 0, temperature=temperature, top_p=self.top_p,
-            top_k=self.top_k if self.top_k and self.top_k > 0 else None, repetition_penalty=self.repetition_penalty,
-            frequency_penalty=self.frequency_penalty, presence_penalty=self.presence_penalty, seed=self.seed,
-            stop=stop, logprobs=self.logprobs, top_n_tokens=self.top_logprobs or 0,
-        )
+        return self._sampling(self.max_completion_tokens or self.max_tokens or default_max, self.top_logprobs or 0,
+                              logprobs=self.logprobs)
 
     def chat_messages(self) -> list[dict]:
         return [m.as_dict() for m in self.messages]
