@@ -27,6 +27,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import httpx
+from live_server import start_server
 
 ROOT = Path(__file__).resolve().parent.parent
 PROMPT = "My fibre box shows a red LOS light since this morning and I have no internet. What should I do?"
@@ -245,27 +246,7 @@ def _wait_idle(url: str, timeout: float) -> bool:
 
 
 def _start_server(model: str, adapters: str, env: dict[str, str], log: Path | None) -> tuple[subprocess.Popen, str]:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "supportkit.cli", "serve", "--host", "127.0.0.1", "--port", str(port), "--model", model,
-         "--adapters", adapters, "--log-level", "warning"],
-        cwd=ROOT, env={**os.environ, **env}, stdout=subprocess.DEVNULL,
-        stderr=open(log, "wb") if log else subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url + "/health", timeout=2).status_code == 200:
-                return proc, url
-        except httpx.HTTPError:
-            time.sleep(0.5)
-    proc.kill()
-    raise SystemExit("the server did not become healthy")
+    return start_server(["--model", model, "--adapters", adapters, "--log-level", "warning"], env, log, timeout_s=180)
 
 
 def main() -> None:

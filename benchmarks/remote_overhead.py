@@ -15,41 +15,21 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import statistics
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import httpx
+from live_server import start_server
 import psutil
 
 ROOT = Path(__file__).resolve().parent.parent
 PROMPT = "My fibre box shows a red LOS light since this morning and I have no internet. What should I do?"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def start(args: list[str]) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "supportkit.cli", "serve", "--port", str(port), *args], cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url + "/health", timeout=2).status_code == 200:
-                return proc, url
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    proc.kill()
-    raise SystemExit(f"server {args} did not become healthy")
+    return start_server(args)
 
 
 def one(client: httpx.Client, url: str, adapter: str | None, tokens: int) -> tuple[float, float]:

@@ -16,7 +16,6 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -29,6 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from common.models import resolve_model_dir  # noqa: E402
+from live_server import start_server  # noqa: E402
 from common.tiny import LORA_MODULES, build_random_adapter  # noqa: E402
 from serve.engine.local import LocalEngine  # noqa: E402
 from serve.engine.types import GenerationRequest, SamplingParams  # noqa: E402
@@ -132,19 +132,9 @@ def raw_generate_tps(model_dir: Path, dtype, prompt_ids, n: int, repeats: int) -
 
 
 def server_stream_tps(model_dir: Path, store: Path, dtype: str, n: int, repeats: int) -> float:
-    port = 18000 + os.getpid() % 1000
-    env = {**os.environ, "SUPPORTKIT_SERVE_WATCH_INTERVAL_S": "0"}
-    proc = subprocess.Popen([sys.executable, "-m", "supportkit.cli", "serve", "--model", str(model_dir), "--adapters",
-                             str(store), "--port", str(port), "--dtype", dtype], cwd=ROOT, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
+    proc, url = start_server(["--model", str(model_dir), "--adapters", str(store), "--dtype", dtype],
+                             env={"SUPPORTKIT_SERVE_WATCH_INTERVAL_S": "0"}, timeout_s=600)
     try:
-        for _ in range(600):
-            try:
-                if httpx.get(url + "/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.5)
         rates = []
         body = {"inputs": PROMPT_TEXT, "parameters": {"max_new_tokens": n, "details": False}, "stream": True}
         with httpx.Client(timeout=300) as client:

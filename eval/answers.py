@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 from eval.clients import EndpointError, with_retries
-from eval.journal import Journal
+from eval.journal import Journal, RunCounts
 from eval.panel import Decoding
 from eval.questions import Question
 from eval.targets import Target
@@ -21,20 +20,12 @@ def answer_key(target: str, question_id: str) -> str:
     return f"{target}|{question_id}"
 
 
-@dataclass
-class AnswerRun:
-    asked: int = 0
-    cached: int = 0
-    failed: int = 0
-    failures: list[str] = field(default_factory=list)
-
-
 def collect_answers(chat, targets: list[Target], questions: list[Question], decoding: Decoding, out: Path,
                     *, concurrency: int = 4, max_retries: int = 4, backoff_s: float = 0.5,
-                    progress: Callable[[str], None] = lambda _: None) -> AnswerRun:
+                    progress: Callable[[str], None] = lambda _: None) -> RunCounts:
     """Ask what answers.jsonl lacks. An unknown target or an endpoint that stays down is a failure, not a crash."""
     journal = Journal(out / ANSWERS_FILE)
-    run = AnswerRun()
+    run = RunCounts()
     todo = []
     for target in targets:
         for question in questions:
@@ -60,7 +51,7 @@ def collect_answers(chat, targets: list[Target], questions: list[Question], deco
             target, question = futures[future]
             try:
                 journal.append(future.result())
-                run.asked += 1
+                run.written += 1
             except EndpointError as exc:
                 run.failed += 1
                 if not exc.retryable and target.name in refused:
@@ -68,6 +59,6 @@ def collect_answers(chat, targets: list[Target], questions: list[Question], deco
                 if not exc.retryable:
                     refused.add(target.name)
                 run.failures.append(f"{target.name} / {question.id}: {exc}")
-            if (run.asked + run.failed) % 20 == 0:
-                progress(f"answers: {run.asked} asked, {run.cached} cached, {len(run.failures)} failed")
+            if (run.written + run.failed) % 20 == 0:
+                progress(f"answers: {run.written} asked, {run.cached} cached, {len(run.failures)} failed")
     return run

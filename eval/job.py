@@ -59,7 +59,7 @@ def run_job(settings: EvalSettings, log: Callable[[str], None] = print) -> dict[
     chat = make_chat(settings.api, settings.endpoint, api_key, settings.timeout_s)
     answered = collect_answers(chat, targets, questions, panel.decoding, out, concurrency=settings.concurrency,
                                max_retries=settings.max_retries, backoff_s=settings.backoff_s, progress=log)
-    log(f"answers: {answered.asked} asked, {answered.cached} already on file, {answered.failed} failed")
+    log(f"answers: {answered.written} asked, {answered.cached} already on file, {answered.failed} failed")
     if answered.failed:
         raise JobError("some answers could not be obtained (re-run to ask only those):\n  "
                        + "\n  ".join(answered.failures[:10]))

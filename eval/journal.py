@@ -9,8 +9,19 @@ from __future__ import annotations
 import json
 import os
 import threading
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
+
+
+@dataclass
+class RunCounts:
+    """What one pass over a journal did: asked/written anew, found already done, failed (and why)."""
+
+    written: int = 0
+    cached: int = 0
+    failed: int = 0
+    failures: list[str] = field(default_factory=list)
 
 
 def read_records(path: Path) -> list[dict[str, Any]]:

@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 from eval.clients import EndpointError
-from eval.journal import Journal
+from eval.journal import Journal, RunCounts
 from eval.llm_judge import LLMJudge
 from eval.panel import JudgeConfig, PanelConfig
 from eval.questions import Question
@@ -26,14 +25,6 @@ JUDGMENTS_FILE = "judgments.jsonl"
 
 class JudgingError(ValueError):
     """The panel cannot judge these targets as configured."""
-
-
-@dataclass
-class JudgeRun:
-    written: int = 0
-    cached: int = 0
-    failed: int = 0
-    failures: list[str] = field(default_factory=list)
 
 
 def anchor_target(panel: PanelConfig, targets: list[Target]) -> Target | None:
@@ -114,10 +105,10 @@ def run_reference(config: JudgeConfig, journal: Journal, targets, questions, ans
 
 def run_judges(panel: PanelConfig, targets: list[Target], questions: list[Question], answer_records: list[dict],
                out: Path, progress: Callable[[str], None] = lambda _: None,
-               models: dict[str, str | None] | None = None) -> JudgeRun:
+               models: dict[str, str | None] | None = None) -> RunCounts:
     """`models`: each LLM judge's model when already resolved (else asked from its endpoint)."""
     journal = Journal(out / JUDGMENTS_FILE)
-    run = JudgeRun(cached=len(journal.done))
+    run = RunCounts(cached=len(journal.done))
     answers = {(r["target"], r["question_id"]): r for r in answer_records}
     anchor = anchor_target(panel, targets)
     llm_configs = [j for j in panel.judges if j.kind == "llm"]
