@@ -27,7 +27,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import httpx
-from live_server import start_server
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # also when loaded from tests
+from live_server import start_server  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 PROMPT = "My fibre box shows a red LOS light since this morning and I have no internet. What should I do?"

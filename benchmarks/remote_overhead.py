@@ -17,11 +17,14 @@ import json
 import os
 import statistics
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 import httpx
-from live_server import start_server
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # also when loaded from tests
+from live_server import start_server  # noqa: E402
 import psutil
 
 ROOT = Path(__file__).resolve().parent.parent
