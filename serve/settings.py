@@ -32,6 +32,7 @@ class ServeSettings(KitSettings):
     max_lora_rank: int = Field(64, ge=1)
     max_input_tokens: int = Field(2048, ge=1)
     max_total_tokens: int = Field(4096, ge=2)
+    prefill_tokens: int = Field(4096, ge=1, description="Padded prompt tokens prefilled together in one pass")
     max_new_tokens: int = Field(1024, ge=1, description="Upper bound a request may ask for")
     default_max_new_tokens: int = Field(256, ge=1)
     max_stop_sequences: int = 8

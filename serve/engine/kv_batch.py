@@ -11,6 +11,21 @@ import torch
 from transformers import DynamicCache
 
 
+def left_padded(prompts: list[list[int]], device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Token ids, positions and validity [n, T] of prompts padded on the left to the longest.
+
+    Padding columns get position 0, so each padding query still sees one real key (the first token) and its
+    attention stays finite; real tokens never see padding (validity), so their results are unchanged.
+    """
+    longest = max(len(p) for p in prompts)
+    ids = torch.zeros(len(prompts), longest, dtype=torch.long)
+    for i, p in enumerate(prompts):
+        ids[i, longest - len(p):] = torch.tensor(p)
+    lengths = torch.tensor([len(p) for p in prompts])[:, None]
+    pos = torch.arange(longest)[None] - (longest - lengths)
+    return ids.to(device), pos.clamp(min=0).to(device), (pos >= 0).to(device)
+
+
 def attention_masks(q_pos: torch.Tensor, k_pos: torch.Tensor, k_valid: torch.Tensor, window: int | None, by_type: bool):
     """Boolean masks [B, 1, Q, K] (True = attend): causal, padding, and the sliding window where it applies."""
     q = q_pos[:, None, :, None]
@@ -43,17 +58,14 @@ class BatchCache:
         shape[dim] = n
         return torch.cat([torch.full(shape, value, dtype=t.dtype, device=t.device), t], dim=dim)
 
-    def append_row(self, row_cache: DynamicCache, length: int) -> None:
-        """Add a freshly prefilled single-row cache of `length` tokens at the end of the batch."""
-        device = row_cache.layers[0].keys.device
-        pos = torch.arange(length, device=device)[None]
-        valid = torch.ones(1, length, dtype=torch.bool, device=device)
+    def append_rows(self, new_cache: DynamicCache, pos: torch.Tensor, valid: torch.Tensor) -> None:
+        """Add freshly prefilled rows (their cache, and each column's position and validity [n, T]) at the end."""
         if self.cache is None:
-            self.cache, self.pos, self.valid = row_cache, pos, valid
+            self.cache, self.pos, self.valid = new_cache, pos, valid
             return
-        t_batch, t_row = self.pos.shape[1], length
+        t_batch, t_row = self.pos.shape[1], pos.shape[1]
         pad_b, pad_r = max(0, t_row - t_batch), max(0, t_batch - t_row)
-        for mine, theirs in zip(self.cache.layers, row_cache.layers):
+        for mine, theirs in zip(self.cache.layers, new_cache.layers):
             mine.keys = torch.cat([self._pad_left(mine.keys, pad_b, 2), self._pad_left(theirs.keys, pad_r, 2)])
             mine.values = torch.cat([self._pad_left(mine.values, pad_b, 2), self._pad_left(theirs.values, pad_r, 2)])
         self.pos = torch.cat([self._pad_left(self.pos, pad_b, 1), self._pad_left(pos, pad_r, 1)])

@@ -1,7 +1,8 @@
 """The in-process engine: transformers model, adapter slots, and a continuous-batching decode loop.
 
-One loop thread owns the model. Between decode steps it admits queued requests (each prefilled alone, then
-joined to the running batch), writes adapters into slots, and drops finished or cancelled rows. Each row
+One loop thread owns the model. Between decode steps it admits queued requests (prefilled together, left-padded,
+each with its own adapter, then joined to the running batch), writes adapters into slots, and drops finished or
+cancelled rows. Each row
 keeps the adapter it was accepted with, even if that adapter is unloaded or replaced meanwhile.
 """
 
@@ -22,8 +23,8 @@ from common.energy import EnergyMeter, open_meter
 from common.models import check_model_dir, model_fingerprint, model_name
 from serve.engine.adapter_files import AdapterWeights, read_adapter
 from serve.engine.detok import IncrementalDecoder, find_stop
-from serve.engine.kv_batch import BatchCache, attention_masks
-from serve.engine.lora_slots import BatchContext, wrap_linear_layers
+from serve.engine.kv_batch import BatchCache, attention_masks, left_padded
+from serve.engine.lora_slots import BatchContext, lora_dtype_for, wrap_linear_layers
 from serve.engine.sampling import choose, process_logits
 from serve.engine.slots import SlotTable
 from serve.engine.types import GenerationRequest, GenerationResult, Timings, Token
@@ -80,7 +81,7 @@ class LocalEngine:
     def __init__(
         self, model_dir: Path, dtype: str = "auto", device: str = "auto", max_batch_size: int = 8,
         max_queue: int = 64, max_adapters: int = 8, max_lora_rank: int = 32, max_input_tokens: int = 2048,
-        max_total_tokens: int = 4096, meter: EnergyMeter | None = None,
+        max_total_tokens: int = 4096, prefill_tokens: int = 4096, meter: EnergyMeter | None = None,
     ):
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -110,6 +111,7 @@ class LocalEngine:
         self.max_total_tokens = min(max_total_tokens, self.max_context)
         self.max_input_tokens = min(max_input_tokens, self.max_total_tokens - 1)
         self.max_batch_size, self.max_queue = max_batch_size, max_queue
+        self.prefill_tokens = prefill_tokens  # padded tokens per joint prefill: bounds its activation memory
         self.max_lora_rank = max_lora_rank
         eos = model.generation_config.eos_token_id
         self.eos_ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
@@ -118,7 +120,9 @@ class LocalEngine:
         self.special_ids = set(self.tokenizer.all_special_ids)
 
         self.ctx = BatchContext()
-        self.layers = wrap_linear_layers(model, self.ctx, max_adapters + 1, max_lora_rank)
+        self.layers = wrap_linear_layers(
+            model, self.ctx, max_adapters + 1, max_lora_rank, lora_dtype_for(self.dtype, self.device)
+        )
         self.layer_shapes = {n: (m.in_features, m.out_features) for n, m in self.layers.items()}
         self.slots = SlotTable(self.layers, max_adapters + 1)
 
@@ -282,20 +286,38 @@ class LocalEngine:
         self._decode_step()
 
     def _admit(self) -> None:
-        while len(self._rows) < self.max_batch_size:
+        rows = []
+        while len(self._rows) + len(rows) < self.max_batch_size:
             with self._lock:
                 row = self._next_admissible()
             if row is None:
-                return
+                break
             if row.handle.cancelled:
                 self.slots.release(row.slot, self._registered(row))
                 continue
+            rows.append(row)
+        for group in self._prefill_groups(rows):
             try:
-                self._prefill(row)
+                self._prefill(group)
             except Exception as exc:
                 log.exception("prefill failed")
-                self.slots.release(row.slot, self._registered(row))
-                row.handle.emit(GenerationFailed(f"generation failed: {type(exc).__name__}: {exc}"))
+                for row in group:
+                    self.slots.release(row.slot, self._registered(row))
+                    row.handle.emit(GenerationFailed(f"generation failed: {type(exc).__name__}: {exc}"))
+
+    def _prefill_groups(self, rows: list[_Row]) -> list[list[_Row]]:
+        """Rows prefilled in one forward pass: in arrival order while the padded size stays within the token
+        budget; a row that wants every prompt token's logits (decoder_input_details) goes alone."""
+        groups: list[list[_Row]] = []
+        for row in rows:
+            last = groups[-1] if groups else None
+            if (last and not row.req.params.decoder_input_details
+                    and not last[0].req.params.decoder_input_details
+                    and (len(last) + 1) * max(len(r.prompt_ids) for r in [*last, row]) <= self.prefill_tokens):
+                last.append(row)
+            else:
+                groups.append([row])
+        return groups
 
     def _next_admissible(self) -> _Row | None:
         """The oldest queued request whose adapter can get a slot now (others keep waiting)."""
@@ -310,32 +332,35 @@ class LocalEngine:
     def _registered(self, row: _Row) -> bool:
         return row.weights is not None and self.adapters().get(row.weights.name) is row.weights
 
-    def _prefill(self, row: _Row) -> None:
+    def _prefill(self, rows: list[_Row]) -> None:
         from transformers import DynamicCache
 
-        row.admitted = time.monotonic()
-        p = row.req.params
-        if p.sampling:
-            row.seed = p.seed if p.seed is not None else random.randrange(2**63)
-            row.generator = torch.Generator(device=self.device).manual_seed(row.seed)
-        n = len(row.prompt_ids)
-        ids = torch.tensor([row.prompt_ids], device=self.device)
-        pos = torch.arange(n, device=self.device)[None]
-        masks = attention_masks(pos, pos, torch.ones_like(pos, dtype=torch.bool), self.window, self.by_type)
-        self.ctx.set([row.slot], self.device)
+        now = time.monotonic()
+        for row in rows:
+            row.admitted = now
+            p = row.req.params
+            if p.sampling:
+                row.seed = p.seed if p.seed is not None else random.randrange(2**63)
+                row.generator = torch.Generator(device=self.device).manual_seed(row.seed)
+            row.decoder = IncrementalDecoder(self.tokenizer)
+            row.next_pos = len(row.prompt_ids)
+        details = rows[0].req.params.decoder_input_details  # such a row is always prefilled alone
+        ids, pos, valid = left_padded([r.prompt_ids for r in rows], self.device)
+        masks = attention_masks(pos, pos, valid, self.window, self.by_type)
+        self.ctx.set([r.slot for r in rows], self.device)
         cache = DynamicCache()
         out = self.model(
             input_ids=ids, position_ids=pos, attention_mask=masks, cache=cache, use_cache=True,
-            logits_to_keep=0 if p.decoder_input_details else 1,
+            logits_to_keep=0 if details else 1,
         )
-        if p.decoder_input_details:
-            row.prefill = self._prefill_details(row.prompt_ids, out.logits[0].float())
-        row.decoder = IncrementalDecoder(self.tokenizer)
-        row.next_pos = n
-        self._batch.append_row(cache, n)
-        self._rows.append(row)
-        self._account({id(row): n}, "prefill")
-        self._emit_or_fail(row, out.logits[0, -1].float())
+        if details:
+            rows[0].prefill = self._prefill_details(rows[0].prompt_ids, out.logits[0].float())
+        self._batch.append_rows(cache, pos, valid)
+        self._rows.extend(rows)
+        self._account({id(r): len(r.prompt_ids) for r in rows}, "prefill")
+        logits = out.logits[:, -1].float()
+        for i, row in enumerate(rows):
+            self._emit_or_fail(row, logits[i])
         self._finish_done()
 
     def _prefill_details(self, ids: list[int], logits: torch.Tensor) -> list[Token]:

@@ -5,6 +5,9 @@ into a free slot (no module re-wrapping, so it takes milliseconds); a forward pa
 adapter: one matmul pair when the whole batch uses one slot, else a gather of the rows' slots and batched
 matmuls (the Punica / S-LoRA idea in plain PyTorch). Slot 0 is the base model: all zeros, never written.
 Buffers are allocated per layer on first use, so q,v-only adapters cost no memory in the MLP.
+
+The LoRA product is computed in `lora_dtype`: float32 on CPU, where bf16 matmuls this small take 3-5x longer
+than fp32 ones (kernel set-up dominates), and fp32 is also what peft computes the LoRA branch in.
 """
 
 from __future__ import annotations
@@ -30,12 +33,13 @@ class BatchContext:
 
 class MultiLoraLinear(nn.Module):
     """A linear layer plus the LoRA weights of every slot: A [S, R, in], and B transposed and pre-scaled
-    (B^T * alpha / r) [S, R, out], so that applying an adapter is one matmul and one fused multiply-add."""
+    (B^T * alpha / r) [S, R, out], so that applying an adapter is two small matmuls and an add."""
 
-    def __init__(self, base: nn.Linear, ctx: BatchContext, num_slots: int, max_rank: int):
+    def __init__(self, base: nn.Linear, ctx: BatchContext, num_slots: int, max_rank: int, lora_dtype: torch.dtype):
         super().__init__()
         self.base = base
         self.ctx = ctx
+        self.lora_dtype = lora_dtype
         self.num_slots, self.max_rank = num_slots, max_rank
         self.in_features, self.out_features = base.in_features, base.out_features
         self.lora_A: torch.Tensor | None = None
@@ -45,9 +49,9 @@ class MultiLoraLinear(nn.Module):
         self.used_rank = 0  # the largest rank among present slots: mixed batches gather only that much
 
     def _allocate(self) -> None:
-        w = self.base.weight
-        self.lora_A = torch.zeros(self.num_slots, self.max_rank, self.in_features, dtype=w.dtype, device=w.device)
-        self.lora_BT = torch.zeros(self.num_slots, self.max_rank, self.out_features, dtype=w.dtype, device=w.device)
+        dt, dev = self.lora_dtype, self.base.weight.device
+        self.lora_A = torch.zeros(self.num_slots, self.max_rank, self.in_features, dtype=dt, device=dev)
+        self.lora_BT = torch.zeros(self.num_slots, self.max_rank, self.out_features, dtype=dt, device=dev)
 
     def write_slot(self, slot: int, a: torch.Tensor, b: torch.Tensor, scaling: float) -> None:
         if self.lora_A is None:
@@ -75,24 +79,30 @@ class MultiLoraLinear(nn.Module):
         ctx = self.ctx
         if not self.present or ctx.active.isdisjoint(self.present):
             return y
+        x = x.to(self.lora_dtype)
         s = ctx.single_slot
         if s is not None:
             r = self.ranks[s]
-            xa = F.linear(x, self.lora_A[s, :r])
-            return y.view(-1, self.out_features).addmm_(xa.view(-1, r), self.lora_BT[s, :r]).view(y.shape)
+            return y.add_(F.linear(x, self.lora_A[s, :r]) @ self.lora_BT[s, :r])
         rk, idx = self.used_rank, ctx.slot_ids
         xa = torch.bmm(x, self.lora_A[idx, :rk].transpose(1, 2))
-        return torch.baddbmm(y, xa, self.lora_BT[idx, :rk])
+        return y.add_(torch.bmm(xa, self.lora_BT[idx, :rk]))
 
 
-def wrap_linear_layers(model: nn.Module, ctx: BatchContext, num_slots: int, max_rank: int) -> dict[str, MultiLoraLinear]:
+def lora_dtype_for(dtype: torch.dtype, device: str) -> torch.dtype:
+    return torch.float32 if device == "cpu" else dtype
+
+
+def wrap_linear_layers(
+    model: nn.Module, ctx: BatchContext, num_slots: int, max_rank: int, lora_dtype: torch.dtype
+) -> dict[str, MultiLoraLinear]:
     """Wrap every nn.Linear inside the decoder (not lm_head); returns them by their module name."""
     wrapped: dict[str, MultiLoraLinear] = {}
     for name, module in list(model.named_modules()):
         for child_name, child in list(module.named_children()):
             full = f"{name}.{child_name}" if name else child_name
             if isinstance(child, nn.Linear) and ".layers." in f".{full}":
-                layer = MultiLoraLinear(child, ctx, num_slots, max_rank)
+                layer = MultiLoraLinear(child, ctx, num_slots, max_rank, lora_dtype)
                 setattr(module, child_name, layer)
                 wrapped[full] = layer
     return wrapped

@@ -57,7 +57,30 @@ def test_mixed_batch_equals_one_at_a_time(setup):
     async def together():
         return [_ids(r) for r in await asyncio.gather(*(engine.generate(r) for r in reqs))]
 
-    assert asyncio.run(together()) == asyncio.run(alone())
+    shapes = []
+    hook = engine.model.register_forward_pre_hook(lambda m, a, kw: shapes.append(tuple(kw["input_ids"].shape)),
+                                                  with_kwargs=True)
+    try:
+        joint = asyncio.run(together())
+    finally:
+        hook.remove()
+    # Requests that arrive together are prefilled together: prompts of different lengths, left-padded.
+    assert any(b > 1 and t > 1 for b, t in shapes), shapes
+    assert joint == asyncio.run(alone())
+
+
+def test_prefill_groups_respect_the_token_budget(setup):
+    _, engine, _ = setup
+    budget = engine.prefill_tokens
+    try:
+        engine.prefill_tokens = 60
+        rows = [type("R", (), {"prompt_ids": [1] * n, "req": GenerationRequest("x", None, SamplingParams(
+            decoder_input_details=d))})() for n, d in ((20, False), (25, False), (10, False), (30, True), (5, False))]
+        groups = engine._prefill_groups(rows)
+        # 2 x 25 fits in 60, 3 x 25 does not; a row asking for prompt log-probabilities goes alone.
+        assert [[len(r.prompt_ids) for r in g] for g in groups] == [[20, 25], [10], [30], [5]]
+    finally:
+        engine.prefill_tokens = budget
 
 
 def test_seeded_sampling_is_reproducible_and_stops(setup):

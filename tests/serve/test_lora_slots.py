@@ -7,7 +7,7 @@ from transformers import AutoModelForCausalLM
 
 from common.tiny import LORA_MODULES, build_random_adapter
 from serve.engine.adapter_files import read_adapter
-from serve.engine.lora_slots import BatchContext, wrap_linear_layers
+from serve.engine.lora_slots import BatchContext, lora_dtype_for, wrap_linear_layers
 
 # bf16 keeps 8 bits of mantissa, and the tiny random models amplify rounding: in bf16 the slot path must stay
 # as close to the fp32 result as peft's own bf16 path does, within a factor of 2.
@@ -28,12 +28,12 @@ def test_slot_logits_match_peft(tiny_model, tmp_path, dtype):
 
     ctx = BatchContext()
     slotted = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=dtype).eval()
-    layers = wrap_linear_layers(slotted, ctx, num_slots=4, max_rank=16)
+    layers = wrap_linear_layers(slotted, ctx, num_slots=4, max_rank=16, lora_dtype=lora_dtype_for(dtype, "cpu"))
     shapes = {n: (m.in_features, m.out_features) for n, m in layers.items()}
     for slot, (name, path) in enumerate(adapters.items(), start=1):
         weights = read_adapter(path, name, shapes, max_rank=16)
         for module, (a, b, scaling) in weights.layers.items():
-            layers[module].write_slot(slot, a.to(dtype), b.to(dtype), scaling)
+            layers[module].write_slot(slot, a, b, scaling)  # as the engine does: the file's tensors
 
     def slot_logits(slots):
         ctx.set(slots, "cpu")
