@@ -102,6 +102,7 @@ def build_tiny_model(out: str | Path, family: str = "qwen2", seed: int = 0) -> P
 def build_random_adapter(
     model_dir: str | Path, out: str | Path, r: int = 8, alpha: int = 16,
     target_modules: tuple[str, ...] = ("q_proj", "v_proj"), seed: int = 0, scale: float = 0.5,
+    rank_pattern: dict[str, int] | None = None,
 ) -> Path:
     """A PEFT LoRA adapter with non-zero random A and B (so it changes the output), saved as safetensors."""
     import torch
@@ -110,7 +111,8 @@ def build_random_adapter(
 
     torch.manual_seed(seed)
     base = AutoModelForCausalLM.from_pretrained(model_dir)
-    peft_model = get_peft_model(base, LoraConfig(r=r, lora_alpha=alpha, target_modules=list(target_modules)))
+    peft_model = get_peft_model(base, LoraConfig(
+        r=r, lora_alpha=alpha, target_modules=list(target_modules), rank_pattern=rank_pattern or {}))
     with torch.no_grad():
         for name, p in peft_model.named_parameters():
             if "lora_" in name:

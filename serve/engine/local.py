@@ -2,8 +2,8 @@
 
 One loop thread owns the model. Between decode steps it admits queued requests (prefilled together, left-padded,
 each with its own adapter, then joined to the running batch), writes adapters into slots, and drops finished or
-cancelled rows. Each row
-keeps the adapter it was accepted with, even if that adapter is unloaded or replaced meanwhile.
+cancelled rows. Each row keeps the adapter it was accepted with, even if that adapter is unloaded or replaced
+meanwhile.
 """
 
 from __future__ import annotations
