@@ -3,7 +3,8 @@
 Each linear layer of the base model is wrapped once at start-up. Loading an adapter copies its A/B matrices
 into a free slot (no module re-wrapping, so it takes milliseconds); a forward pass applies each row's own
 adapter: one matmul pair when the whole batch uses one slot, else a gather of the rows' slots and batched
-matmuls (the Punica / S-LoRA idea in plain PyTorch). Slot 0 is the base model: all zeros, never written.
+matmuls (the Punica / S-LoRA idea in plain PyTorch), the rows' weights gathered once per batch composition.
+Slot 0 is the base model: all zeros, never written.
 Buffers are allocated per layer on first use, so q,v-only adapters cost no memory in the MLP.
 
 The LoRA product is computed in `lora_dtype`: float32 on CPU, where bf16 matmuls this small take 3-5x longer
@@ -24,11 +25,22 @@ class BatchContext:
         self.slot_ids: torch.Tensor | None = None  # [B] long
         self.single_slot: int | None = None  # all rows use this slot
         self.active: frozenset[int] = frozenset()
+        self.slots: list[int] = []
+        self.composition = 0  # changes whenever the rows' slots do: per-row weights gathered for it stay valid
 
     def set(self, slots: list[int], device) -> None:
+        if slots == self.slots:  # consecutive decode steps of an unchanged batch
+            return
+        self.slots = list(slots)
+        self.composition += 1
         self.active = frozenset(s for s in slots if s)
         self.single_slot = slots[0] if len(set(slots)) == 1 else None
         self.slot_ids = torch.tensor(slots, dtype=torch.long, device=device)
+
+
+# A mixed batch gathers each row's A and B once per batch composition and keeps them while it lasts (decode
+# steps of the same rows), up to this many bytes per layer; beyond it they are gathered at every step.
+MIXED_ROWS_CACHE_BYTES = 4 << 20
 
 
 class MultiLoraLinear(nn.Module):
@@ -47,6 +59,8 @@ class MultiLoraLinear(nn.Module):
         self.ranks = [0] * num_slots
         self.present: set[int] = set()
         self.used_rank = 0  # the largest rank among present slots: mixed batches gather only that much
+        self._rows: tuple[int, torch.Tensor, torch.Tensor] | None = None  # (composition, A^T, B^T) per row
+        self._views: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # slot -> its A, B^T at its rank
 
     def _allocate(self) -> None:
         dt, dev = self.lora_dtype, self.base.weight.device
@@ -65,6 +79,8 @@ class MultiLoraLinear(nn.Module):
         self.ranks[slot] = r
         self.present.add(slot)
         self.used_rank = max(self.ranks)
+        self._rows = None
+        self._views[slot] = (self.lora_A[slot, :r], self.lora_BT[slot, :r])
 
     def clear_slot(self, slot: int) -> None:
         if slot in self.present:
@@ -73,6 +89,8 @@ class MultiLoraLinear(nn.Module):
             self.ranks[slot] = 0
             self.present.discard(slot)
             self.used_rank = max(self.ranks)
+            self._rows = None
+            del self._views[slot]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.base(x)
@@ -82,11 +100,20 @@ class MultiLoraLinear(nn.Module):
         x = x.to(self.lora_dtype)
         s = ctx.single_slot
         if s is not None:
-            r = self.ranks[s]
-            return y.add_(F.linear(x, self.lora_A[s, :r]) @ self.lora_BT[s, :r])
+            a, b_t = self._views[s]
+            return y.add_(F.linear(x, a) @ b_t)
+        a_t, b_t = self._row_weights(ctx)
+        return y.add_(torch.bmm(torch.bmm(x, a_t), b_t))
+
+    def _row_weights(self, ctx: BatchContext) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each row's A^T [B, in, r] and B^T [B, r, out], gathered up to the largest rank in use."""
+        if self._rows is not None and self._rows[0] == ctx.composition:
+            return self._rows[1], self._rows[2]
         rk, idx = self.used_rank, ctx.slot_ids
-        xa = torch.bmm(x, self.lora_A[idx, :rk].transpose(1, 2))
-        return y.add_(torch.bmm(xa, self.lora_BT[idx, :rk]))
+        a_t, b_t = self.lora_A[idx, :rk].transpose(1, 2), self.lora_BT[idx, :rk]
+        size = (a_t.numel() + b_t.numel()) * a_t.element_size()
+        self._rows = (ctx.composition, a_t, b_t) if size <= MIXED_ROWS_CACHE_BYTES else None
+        return a_t, b_t
 
 
 def lora_dtype_for(dtype: torch.dtype, device: str) -> torch.dtype:

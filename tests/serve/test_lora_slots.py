@@ -61,3 +61,15 @@ def test_slot_logits_match_peft(tiny_model, tmp_path, dtype):
         expected = base(input_ids=ids[:1]).logits.float()[0]
     assert rel_err(slot_logits([0, 1, 2])[0], expected) <= (1e-5 if dtype == torch.float32 else 1e-2)
 
+    # A slot rewritten while the batch's composition stays the same: the rows' gathered weights follow it.
+    if dtype == torch.float32:
+        before = slot_logits([0, 1, 2])
+        weights = read_adapter(adapters["ranks"], "ranks", shapes, max_rank=16)
+        for layer in layers.values():
+            layer.clear_slot(2)
+        for module, (a, b, scaling) in weights.layers.items():
+            layers[module].write_slot(2, a, b, scaling)
+        after = slot_logits([0, 1, 2])
+        assert torch.equal(after[:2], before[:2])
+        assert rel_err(after[2:], peft_logits("ranks", torch.float32)[2:]) <= FP32_TOLERANCE
+

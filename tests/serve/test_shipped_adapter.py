@@ -1,0 +1,45 @@
+"""`supportkit serve` with no options: the embedded Gemma 3 270M with the shipped telecom-support adapter answers
+customers like a support agent and ends its turns. The real model, the real adapter, the real server."""
+
+import asyncio
+import json
+from pathlib import Path
+
+import httpx
+import pytest
+
+from common.models import prepare_default_model
+
+ROOT = Path(__file__).resolve().parents[2]
+QUESTIONS = [json.loads(line) for line in (ROOT / "eval/configs/questions-demo.jsonl").read_text().splitlines()[:8]]
+
+
+@pytest.fixture(scope="module")
+def default_server(server_factory):
+    prepare_default_model()  # converts the packaged GGUF once per machine (about a minute)
+    return server_factory()
+
+
+def test_the_demo_adapter_answers_and_ends_its_turns(default_server):
+    models = {m["id"]: m for m in httpx.get(default_server.url + "/v1/models").json()["data"]}
+    assert "telecom-support" in models and models["telecom-support"]["parent"] == "gemma-3-270m"
+
+    async def ask(client, question):
+        r = await client.post("/v1/chat/completions", json={
+            "model": "telecom-support", "messages": [{"role": "user", "content": question}],
+            "temperature": 0, "max_tokens": 320})
+        assert r.status_code == 200, r.text
+        return r.json()["choices"][0]
+
+    async def ask_all():
+        async with httpx.AsyncClient(base_url=default_server.url, timeout=900) as client:
+            return await asyncio.gather(*(ask(client, q["question"]) for q in QUESTIONS))
+
+    replies = asyncio.run(ask_all())
+    ended = [c for c in replies if c["finish_reason"] == "stop"]
+    # Greedy, so deterministic on one machine; one reply in eight may run long on another CPU's arithmetic.
+    assert len(ended) >= len(QUESTIONS) - 1, [c["message"]["content"][-200:] for c in replies]
+    for choice in replies:
+        text = choice["message"]["content"]
+        assert len(text.split()) >= 15, text  # an answer, not a fragment
+        assert "<start_of_turn>" not in text and "<end_of_turn>" not in text
