@@ -4,6 +4,7 @@ alone and in mixed batches, on both tiny families (Gemma3's sliding-window layer
 import asyncio
 
 import pytest
+import torch
 
 from common.tiny import LORA_MODULES, build_random_adapter
 from serve.engine.local import LocalEngine
@@ -119,3 +120,30 @@ def test_a_failing_row_fails_alone(setup):
     assert isinstance(failed, GenerationFailed)
     alone = asyncio.run(engine.generate(GenerationRequest(prompt, "qv", SamplingParams(max_new_tokens=16))))
     assert _ids(ok) == _ids(alone)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU here")
+def test_gpu_engine_matches_peft_and_batches_exactly(tiny_model, tmp_path):
+    """On a GPU: greedy tokens equal transformers + peft (fp32, reference run on the CPU), alone and in a
+    mixed batch; in bf16 the slots hold the model's dtype (the fp32 LoRA path is for CPUs)."""
+    adapter = build_random_adapter(tiny_model, tmp_path / "all", r=6, alpha=10, target_modules=LORA_MODULES, seed=12)
+    engine = LocalEngine(tiny_model, dtype="float32", device="cuda", max_batch_size=4)
+    engine.start()
+    try:
+        engine.load_adapter("all", adapter)
+        prompt = engine.render_chat([{"role": "user", "content": LONG}])
+        reqs = [GenerationRequest(prompt, a, SamplingParams(max_new_tokens=16)) for a in (None, "all", "all", None)]
+
+        async def together():
+            return [_ids(r) for r in await asyncio.gather(*(engine.generate(r) for r in reqs))]
+
+        joint = asyncio.run(together())
+        assert joint[0] == greedy_ids(tiny_model, prompt, 16) and joint[1] == greedy_ids(tiny_model, prompt, 16, adapter)
+        assert joint[2] == joint[1] and joint[3] == joint[0]
+    finally:
+        engine.stop()
+    bf16 = LocalEngine(tiny_model, dtype="bfloat16", device="cuda")
+    bf16.load_adapter("all", adapter)
+    bf16.slots.warm(bf16.adapters()["all"])
+    assert {m.lora_A.dtype for m in bf16.layers.values() if m.lora_A is not None} == {torch.bfloat16}
