@@ -16,6 +16,7 @@ import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -103,62 +104,67 @@ def hot_load_times(engine, store: Path, repeats: int) -> list[float]:
     return times
 
 
+BANDWIDTH_SCRIPT = """
+import statistics, time, torch
+x = torch.ones(256 * 1024 * 1024, dtype=torch.float32)
+rates = []
+for _ in range(9):
+    t0 = time.perf_counter()
+    x.sum()
+    rates.append(x.numel() * 4 / (time.perf_counter() - t0))
+print(statistics.median(rates))
+"""
+
+
 def memory_bandwidth() -> float:
-    """Read bandwidth in bytes/s: summing a 1 GiB tensor with all threads streams it from memory once. The
-    median of 9 (a shared host's best single reading can be twice its usual one)."""
-    x = torch.ones(256 * 1024 * 1024, dtype=torch.float32)
-    rates = []
-    for _ in range(9):
-        t0 = time.perf_counter()
-        x.sum()
-        rates.append(x.numel() * 4 / (time.perf_counter() - t0))
-    return median(rates)
+    """Read bandwidth in bytes/s: summing a 1 GiB tensor with all threads streams it from memory once; the
+    median of 9 (a shared host's best single reading can be twice its usual one). In a child process: a large
+    multi-threaded op in this process's main thread was measured to slow the engine's loop thread by up to 40%
+    for the rest of the run (two OpenMP pools on two cores)."""
+    out = subprocess.run([sys.executable, "-c", BANDWIDTH_SCRIPT], capture_output=True, text=True, check=True)
+    return float(out.stdout.strip())
 
 
-def raw_generate_tps(model_dir: Path, dtype, prompt_ids, n: int, repeats: int) -> float:
+def server_vs_generate(model_dir: Path, store: Path, dtype: str, prompt_ids, n: int, repeats: int) -> tuple[float, float]:
+    """Tokens/s of raw `model.generate` and of one stream from the server, interleaved, after a warm-up of each."""
     from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype).eval()
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=getattr(torch, dtype)).eval()
     for p in model.parameters():
         p.requires_grad_(True)  # the same fast path the engine uses
     ids = torch.tensor([prompt_ids])
-    times = []
-    with torch.inference_mode():
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            model.generate(ids, max_new_tokens=n, min_new_tokens=n, do_sample=False)  # includes prefill, as the server's
-            times.append(time.perf_counter() - t0)
-    del model
-    return n / median(times)
-
-
-def server_stream_tps(model_dir: Path, store: Path, dtype: str, n: int, repeats: int) -> float:
+    body = {"inputs": PROMPT_TEXT, "parameters": {"max_new_tokens": n, "details": False}, "stream": True}
     proc, url = start_server(["--model", str(model_dir), "--adapters", str(store), "--dtype", dtype],
                              env={"SUPPORTKIT_SERVE_WATCH_INTERVAL_S": "0"}, timeout_s=600)
+    gen, srv = [], []
     try:
-        rates = []
-        body = {"inputs": PROMPT_TEXT, "parameters": {"max_new_tokens": n, "details": False}, "stream": True}
-        with httpx.Client(timeout=300) as client:
+        with httpx.Client(timeout=300) as client, torch.inference_mode():
             for _ in range(repeats + 1):
+                t0 = time.perf_counter()
+                model.generate(ids, max_new_tokens=n, min_new_tokens=n, do_sample=False)  # prefill included, as served
+                gen.append(n / (time.perf_counter() - t0))
                 t0, count = time.perf_counter(), 0
                 with client.stream("POST", url + "/generate_stream", json=body) as r:
                     for line in r.iter_lines():
                         if line.startswith("data:"):
                             count += 1
-                rates.append(count / (time.perf_counter() - t0))
-        return median(rates[1:])  # the first request warms up
+                srv.append(count / (time.perf_counter() - t0))
     finally:
         proc.terminate()
         proc.wait(30)
+    return median(gen[1:]), median(srv[1:])  # the first of each warms up
 
 
 async def engine_suite(engine, store: Path, prompt: str, n: int, repeats: int) -> dict:
     out: dict = {}
     await timed_generate(engine, prompt, None, 4)  # warm-up
+    bandwidth = []
     for batch in (1, 8):
         rows = {"base": [], "r16-all": [], "r16-qv": []}
         for _ in range(repeats):  # interleaved, so that noise hits all variants alike
             rows["base"].append(await per_token_time(engine, prompt, None, batch, n))
+            if batch == 1:  # the host's bandwidth drifts: read it next to the batch-1 decode it is compared with
+                bandwidth.append(memory_bandwidth())
             rows["r16-all"].append(await per_token_time(engine, prompt, "r16-all-0", batch, n))
             rows["r16-qv"].append(await per_token_time(engine, prompt, "r16-qv", batch, n))
         base = median(rows["base"])
@@ -182,6 +188,7 @@ async def engine_suite(engine, store: Path, prompt: str, n: int, repeats: int) -
     loads = hot_load_times(engine, store, max(5, repeats))
     out["hot_load_s"] = {"median": median(loads), "max": max(loads)}
     out["stall_during_load"] = await stall_during_load(engine, prompt, store, max(n, 48))
+    out["memory_bandwidth"] = median(bandwidth)
     return out
 
 
@@ -250,9 +257,8 @@ def main() -> None:
         del engine
         print("server vs generate ...", flush=True)
         n = 64
-        gen_tps = raw_generate_tps(model_dir, getattr(torch, args.dtype), prompt_ids, n, repeats)
-        srv_tps = server_stream_tps(model_dir, store, args.dtype, n, repeats)
-    bandwidth = memory_bandwidth()
+        gen_tps, srv_tps = server_vs_generate(model_dir, store, args.dtype, prompt_ids, n, repeats)
+    bandwidth = results_engine["memory_bandwidth"]
     base_tok = results_engine["batch1"]["base_s_per_token"]
     results = {
         "model": model_dir.name, "dtype": args.dtype, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
