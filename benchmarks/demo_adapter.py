@@ -26,21 +26,22 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+from eval.questions import load_questions  # noqa: E402
 from live_server import start_server  # noqa: E402
 
 QUESTIONS = ROOT / "eval" / "configs" / "questions-demo.jsonl"
 ADAPTER = "telecom-support"
 
 
-async def ask_all(url: str, model: str, questions: list[dict], max_tokens: int) -> list[dict]:
+async def ask_all(url: str, model: str, questions, max_tokens: int) -> list[dict]:
     async with httpx.AsyncClient(base_url=url, timeout=1800) as client:
         async def one(q):
             r = await client.post("/v1/chat/completions", json={
-                "model": model, "messages": [{"role": "user", "content": q["question"]}],
+                "model": model, "messages": q.messages,
                 "temperature": 0, "max_tokens": max_tokens})
             r.raise_for_status()
             body = r.json()
-            return {"id": q["id"], "question": q["question"], "answer": body["choices"][0]["message"]["content"],
+            return {"id": q.id, "question": q.text, "answer": body["choices"][0]["message"]["content"],
                     "finish_reason": body["choices"][0]["finish_reason"],
                     "tokens": body["usage"]["completion_tokens"], "joules": body["energy"]["joules"]}
         return await asyncio.gather(*(one(q) for q in questions))
@@ -59,7 +60,7 @@ def main() -> None:
     ap.add_argument("--max-tokens", type=int, default=320)
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     args = ap.parse_args()
-    questions = [json.loads(line) for line in QUESTIONS.read_text().splitlines() if line.strip()]
+    questions = load_questions([QUESTIONS])
     manifest = json.loads((ROOT / "serve" / "adapters" / ADAPTER / "manifest.json").read_text())
     proc, url = start_server([])
     try:

@@ -20,7 +20,6 @@ import json
 import os
 import re
 import statistics
-import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -247,10 +246,6 @@ def _wait_idle(url: str, timeout: float) -> bool:
     return False
 
 
-def _start_server(model: str, adapters: str, env: dict[str, str], log: Path | None) -> tuple[subprocess.Popen, str]:
-    return start_server(["--model", model, "--adapters", adapters, "--log-level", "warning"], env, log, timeout_s=180)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--url", help="An already running server (else one is started from --model/--adapters)")
@@ -272,10 +267,10 @@ def main() -> None:
     if not url:
         if not (args.model and args.adapters):
             ap.error("give --url, or --model and --adapters")
-        proc, url = _start_server(args.model, args.adapters, {
+        proc, url = start_server(["--model", args.model, "--adapters", args.adapters, "--log-level", "warning"], {
             "SUPPORTKIT_SERVE_MAX_QUEUE": str(args.max_queue), "SUPPORTKIT_SERVE_MAX_BATCH_SIZE": str(args.max_batch_size),
             "SUPPORTKIT_SERVE_DTYPE": "float32",
-        }, args.server_log)
+        }, args.server_log, timeout_s=180)
         pid = proc.pid
     try:
         names = args.adapters_list.split(",") if args.adapters_list else [

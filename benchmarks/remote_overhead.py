@@ -22,17 +22,13 @@ import time
 from pathlib import Path
 
 import httpx
+import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # also when loaded from tests
 from live_server import start_server  # noqa: E402
-import psutil
 
 ROOT = Path(__file__).resolve().parent.parent
 PROMPT = "My fibre box shows a red LOS light since this morning and I have no internet. What should I do?"
-
-
-def start(args: list[str]) -> tuple[subprocess.Popen, str]:
-    return start_server(args)
 
 
 def one(client: httpx.Client, url: str, adapter: str | None, tokens: int) -> tuple[float, float]:
@@ -76,11 +72,11 @@ def main() -> None:
     adapter = a.adapter or sorted(p.name for p in Path(a.adapters).iterdir() if p.is_dir())[0]
     procs = []
     try:
-        back, back_url = start(["--model", a.model, "--adapters", a.adapters, "--dtype", a.dtype])
+        back, back_url = start_server(["--model", a.model, "--adapters", a.adapters, "--dtype", a.dtype])
         procs.append(back)
         fronts = {}
         for kind, url in (("tgi", back_url), ("vllm", back_url + "/v1")):
-            proc, fronts[kind] = start(["--model", a.model, "--adapters", a.adapters, "--engine", kind, "--engine-url", url])
+            proc, fronts[kind] = start_server(["--model", a.model, "--adapters", a.adapters, "--engine", kind, "--engine-url", url])
             procs.append(proc)
         load_before = os.getloadavg()[0]
         results = {"direct": measure(back_url, adapter, a.requests, a.tokens, {"back": back})}

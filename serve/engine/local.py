@@ -43,6 +43,10 @@ def pick_dtype(dtype: str, device: str) -> torch.dtype:
     return torch.bfloat16 if "AVX512" in native.upper() or "AMX" in native.upper() else torch.float32
 
 
+def _failure(exc: Exception) -> GenerationFailed:
+    return GenerationFailed(f"generation failed: {type(exc).__name__}: {exc}")
+
+
 class _Handle:
     """Where the loop thread sends a request's events: an asyncio queue on the caller's event loop."""
 
@@ -269,7 +273,7 @@ class LocalEngine:
                     self._tick()
                 except Exception as exc:  # a failed step fails its rows, never the engine
                     log.exception("engine step failed")
-                    self._fail_all(GenerationFailed(f"generation failed: {type(exc).__name__}: {exc}"))
+                    self._fail_all(_failure(exc))
 
     def _tick(self) -> None:
         while self._warm:
@@ -303,7 +307,7 @@ class LocalEngine:
                 log.exception("prefill failed")
                 for row in group:
                     self.slots.release(row.slot, self._registered(row))
-                    row.handle.emit(GenerationFailed(f"generation failed: {type(exc).__name__}: {exc}"))
+                    row.handle.emit(_failure(exc))
 
     def _prefill_groups(self, rows: list[_Row]) -> list[list[_Row]]:
         """Rows prefilled in one forward pass: in arrival order while the padded size stays within the token
@@ -396,7 +400,7 @@ class LocalEngine:
         except Exception as exc:
             log.warning("request %s failed: %s", row.req.id, exc)
             row.finish_reason = "error"
-            row.handle.emit(GenerationFailed(f"generation failed: {type(exc).__name__}: {exc}"))
+            row.handle.emit(_failure(exc))
 
     def _emit_token(self, row: _Row, logits: torch.Tensor) -> None:
         p = row.req.params

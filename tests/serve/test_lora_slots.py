@@ -72,4 +72,3 @@ def test_slot_logits_match_peft(tiny_model, tmp_path, dtype):
         after = slot_logits([0, 1, 2])
         assert torch.equal(after[:2], before[:2])
         assert rel_err(after[2:], peft_logits("ranks", torch.float32)[2:]) <= FP32_TOLERANCE
-

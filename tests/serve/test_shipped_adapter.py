@@ -2,16 +2,15 @@
 customers like a support agent and ends its turns. The real model, the real adapter, the real server."""
 
 import asyncio
-import json
 from pathlib import Path
 
 import httpx
 import pytest
 
 from common.models import prepare_default_model
+from eval.questions import load_questions
 
-ROOT = Path(__file__).resolve().parents[2]
-QUESTIONS = [json.loads(line) for line in (ROOT / "eval/configs/questions-demo.jsonl").read_text().splitlines()[:8]]
+QUESTIONS = load_questions([Path(__file__).resolve().parents[2] / "eval/configs/questions-demo.jsonl"], limit=8)
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +32,7 @@ def test_the_demo_adapter_answers_and_ends_its_turns(default_server):
 
     async def ask_all():
         async with httpx.AsyncClient(base_url=default_server.url, timeout=900) as client:
-            return await asyncio.gather(*(ask(client, q["question"]) for q in QUESTIONS))
+            return await asyncio.gather(*(ask(client, q.text) for q in QUESTIONS))
 
     replies = asyncio.run(ask_all())
     ended = [c for c in replies if c["finish_reason"] == "stop"]
