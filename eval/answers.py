@@ -7,8 +7,9 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any, Callable
 
-from eval.clients import EndpointError, with_retries
-from eval.journal import Journal, RunCounts
+from common.http import EndpointError, with_retries
+from common.journal import Journal
+from eval.run_counts import RunCounts
 from eval.panel import Decoding
 from eval.questions import Question
 from eval.targets import Target

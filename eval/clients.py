@@ -8,23 +8,14 @@ other servers simply report none. Errors are `EndpointError`, marked retryable f
 
 from __future__ import annotations
 
-import random
 import time
 from dataclasses import asdict, dataclass
-from typing import Any, Callable, TypeVar
+from typing import Any
 
 import httpx
 
-from common.chat_template import KIT_CHAT_TEMPLATE
-
-T = TypeVar("T")
-
-
-class EndpointError(RuntimeError):
-    def __init__(self, message: str, retryable: bool, status: int | None = None):
-        super().__init__(message)
-        self.retryable = retryable
-        self.status = status
+from common.chat_template import render_chat
+from common.http import EndpointError, client, json_response, retryable_status
 
 
 @dataclass
@@ -41,21 +32,6 @@ class Reply:
         return asdict(self)
 
 
-def _retryable_status(status: int) -> bool:
-    return status == 429 or status >= 500
-
-
-def _error_message(response: httpx.Response) -> str:
-    try:
-        body = response.json()
-    except ValueError:
-        return response.text[:300]
-    error = body.get("error") if isinstance(body, dict) else None
-    if isinstance(error, dict):
-        return str(error.get("message") or error)[:300]
-    return str(error or body)[:300]
-
-
 def _float_or_none(value: Any) -> float | None:
     try:
         return float(value) if value is not None else None
@@ -69,28 +45,20 @@ class OpenAIChat:
     api = "openai"
 
     def __init__(self, url: str, api_key: str | None = None, timeout: float = 120):
-        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.url = url.rstrip("/")
-        self._http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout)
+        self._http = client(self.url, api_key, timeout)
 
     def complete(self, model: str | None, messages: list[dict[str, str]], *, max_tokens: int,
                  temperature: float, seed: int) -> Reply:
         body = {"model": model or "", "messages": messages, "max_tokens": max_tokens,
                 "temperature": temperature, "seed": seed, "stream": False}
         started = time.perf_counter()
-        try:
-            response = self._http.post("/v1/chat/completions", json=body)
-        except httpx.HTTPError as exc:
-            raise EndpointError(f"{self.url}: {type(exc).__name__}: {exc}", retryable=True) from None
+        response, data = json_response(lambda: self._http.post("/v1/chat/completions", json=body), self.url)
         latency = time.perf_counter() - started
-        if response.status_code != 200:
-            raise EndpointError(f"{self.url} answered {response.status_code}: {_error_message(response)}",
-                                retryable=_retryable_status(response.status_code), status=response.status_code)
         try:
-            data = response.json()
             choice = data["choices"][0]
             text = choice["message"]["content"] or ""
-        except (ValueError, KeyError, IndexError, TypeError):
+        except (KeyError, IndexError, TypeError):
             raise EndpointError(f"{self.url}: not a chat completion: {response.text[:200]}", retryable=True) from None
         usage = data.get("usage") or {}
         energy = data.get("energy") if isinstance(data.get("energy"), dict) else {}
@@ -103,31 +71,18 @@ class OpenAIChat:
         )
 
     def list_models(self) -> list[dict[str, Any]]:
-        try:
-            response = self._http.get("/v1/models")
-        except httpx.HTTPError as exc:
-            raise EndpointError(f"{self.url}: {type(exc).__name__}: {exc}", retryable=True) from None
-        if response.status_code != 200:
-            raise EndpointError(f"{self.url}/v1/models answered {response.status_code}: {_error_message(response)}",
-                                retryable=_retryable_status(response.status_code), status=response.status_code)
-        data = response.json().get("data")
+        _, body = json_response(lambda: self._http.get("/v1/models"), f"{self.url}/v1/models")
+        data = body.get("data") if isinstance(body, dict) else None
         if not isinstance(data, list):
             raise EndpointError(f"{self.url}/v1/models: no `data` list", retryable=False)
         return [m for m in data if isinstance(m, dict) and "id" in m]
 
 
-def render_prompt(messages: list[dict[str, str]]) -> str:
-    """The kit's Gemma-style turns as plain text, for TGI's text route (which takes a prompt, not messages)."""
-    import jinja2
-
-    source = KIT_CHAT_TEMPLATE.replace("{% generation %}", "").replace("{% endgeneration %}", "")
-    # The server's tokenizer adds the BOS token itself.
-    return jinja2.Environment().from_string(source).render(messages=messages, bos_token="", add_generation_prompt=True)
-
-
 class TGIChat:
-    """`huggingface_hub.InferenceClient(base_url=url).text_generation(...)`; the model is the `adapter_id`."""
+    """`huggingface_hub.InferenceClient(base_url=url).text_generation(...)`; the model is the `adapter_id`.
 
+    TGI's text route takes a prompt, not messages: they are rendered with the kit's chat template.
+    """
     api = "tgi"
 
     def __init__(self, url: str, api_key: str | None = None, timeout: float = 120):
@@ -144,7 +99,7 @@ class TGIChat:
         started = time.perf_counter()
         try:
             out = self._client.text_generation(
-                render_prompt(messages), adapter_id=model or None, details=True, max_new_tokens=max_tokens,
+                render_chat(messages), adapter_id=model or None, details=True, max_new_tokens=max_tokens,
                 seed=seed, **sampling,
             )
         except OfflineModeIsEnabled:
@@ -155,7 +110,7 @@ class TGIChat:
         except HfHubHTTPError as exc:
             status = exc.response.status_code if exc.response is not None else None
             raise EndpointError(f"{self.url} answered {status}: {str(exc)[:300]}",
-                                retryable=status is None or _retryable_status(status), status=status) from None
+                                retryable=status is None or retryable_status(status), status=status) from None
         except (httpx.HTTPError, OSError) as exc:
             raise EndpointError(f"{self.url}: {type(exc).__name__}: {exc}", retryable=True) from None
         details = out.details
@@ -175,14 +130,3 @@ def make_chat(api: str, url: str, api_key: str | None = None, timeout: float = 1
         return TGIChat(url, api_key, timeout)
     raise ValueError(f"unknown api {api!r}: use openai or tgi")
 
-
-def with_retries(call: Callable[[], T], *, max_retries: int, backoff_s: float) -> T:
-    """Retry retryable endpoint errors with exponential backoff and jitter; others go up at once."""
-    for attempt in range(max_retries + 1):
-        try:
-            return call()
-        except EndpointError as exc:
-            if not exc.retryable or attempt == max_retries:
-                raise
-            time.sleep(backoff_s * (2 ** attempt) * (0.5 + random.random()))
-    raise AssertionError("unreachable")

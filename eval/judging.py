@@ -12,8 +12,9 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any, Callable
 
-from eval.clients import EndpointError
-from eval.journal import Journal, RunCounts
+from common.http import EndpointError
+from common.journal import Journal
+from eval.run_counts import RunCounts
 from eval.llm_judge import LLMJudge
 from eval.panel import JudgeConfig, PanelConfig
 from eval.questions import Question

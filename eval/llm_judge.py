@@ -9,7 +9,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from eval.clients import make_chat, with_retries
+from common.http import with_retries
+from eval.clients import make_chat
 from eval.panel import JudgeConfig, PanelConfig
 from eval.verdicts import VerdictError, parse_pairwise, parse_rubric
 

@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from common.manifest import read_manifest
-from eval.clients import EndpointError, OpenAIChat
+from common.http import EndpointError
+from eval.clients import OpenAIChat
 
 BASE_ALIAS = "base"
 

@@ -8,7 +8,7 @@ import pytest
 
 from eval.answers import ANSWERS_FILE
 from eval.job import JobError, render, run_job
-from eval.journal import read_records
+from common.journal import read_records
 from eval.judging import JUDGMENTS_FILE
 from eval.settings import EvalSettings
 from tests.eval.conftest import write_panel

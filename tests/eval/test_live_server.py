@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 
 from common.manifest import AdapterManifest, Energy, Metrics, write_manifest
-from eval.journal import read_records
+from common.journal import read_records
 from eval.job import run_job
 from eval.settings import EvalSettings
 from tests.eval.test_job_scripted import EXPECTED_FILES

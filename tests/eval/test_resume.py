@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 
-from eval.journal import read_records
+from common.journal import read_records
 from tests.conftest import ROOT
 from tests.eval.conftest import write_panel
 

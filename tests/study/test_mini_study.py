@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from common.manifest import read_manifest
-from eval.journal import read_records
+from common.journal import read_records
 from supportkit.study_report import PLOTS, energy_sources, fmt
 from tests.study.conftest import ok, study_cli
 

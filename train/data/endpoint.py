@@ -12,22 +12,18 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import random
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from common.http import EndpointError, client, json_response, with_retries
+from common.journal import Journal
 from train.data.glossary import PROMPTS, Scenario
 
 API_KEY_ENV = "SUPPORTKIT_GENERATE_API_KEY"
 MARKERS = ("<start_of_turn>", "<end_of_turn>", "<|im_start|>", "<|im_end|>", "Customer:", "Agent:")
-
-
-class EndpointError(Exception):
-    """The endpoint failed for good (after retries, or with an error that retrying cannot fix)."""
 
 
 class InvalidOutput(Exception):
@@ -65,34 +61,21 @@ class GenerationStats:
 
 
 class ResponseCache:
-    """Append-only JSONL of {key, text}; loaded once, appended under a lock and flushed at each answer."""
+    """Every raw answer by key, in a journal of {key, text} lines: a killed run loses at most the answer in flight."""
 
     def __init__(self, path: Path):
-        self.path = path
-        self._lock = threading.Lock()
-        self._data: dict[str, str] = {}
-        if path.is_file():
-            for line in path.read_text().splitlines():
-                try:
-                    row = json.loads(line)
-                    self._data[row["key"]] = row["text"]
-                except (ValueError, KeyError):
-                    continue  # a line cut short by a kill: that answer is simply asked again
-        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = Path(path)
+        self._journal = Journal(self.path)
 
     def get(self, key: str) -> str | None:
-        return self._data.get(key)
+        record = self._journal.get(key)
+        return record.get("text") if record else None
 
     def put(self, key: str, text: str) -> None:
-        with self._lock:
-            self._data[key] = text
-            with self.path.open("a") as f:
-                f.write(json.dumps({"key": key, "text": text}) + "\n")
-                f.flush()
-                os.fsync(f.fileno())
+        self._journal.append({"key": key, "text": text})
 
     def __len__(self) -> int:
-        return len(self._data)
+        return len(self._journal)
 
 
 def load_prompt(name: str, prompts_dir: Path = PROMPTS) -> str:
@@ -105,8 +88,6 @@ def load_prompt(name: str, prompts_dir: Path = PROMPTS) -> str:
 class EndpointGenerator:
     def __init__(self, settings: EndpointSettings, cache: ResponseCache, system: str,
                  prompts_dir: Path = PROMPTS, post: Callable | None = None):
-        import httpx
-
         self.s = settings
         self.cache = cache
         self.system = system
@@ -114,8 +95,7 @@ class EndpointGenerator:
         self.agent_prompt = load_prompt("agent", prompts_dir)
         self.stats = GenerationStats()
         self._stats_lock = threading.Lock()
-        headers = {"Authorization": f"Bearer {os.environ[API_KEY_ENV]}"} if os.environ.get(API_KEY_ENV) else {}
-        self._client = httpx.Client(base_url=settings.url.rstrip("/"), headers=headers, timeout=settings.timeout_s)
+        self._client = client(settings.url, os.environ.get(API_KEY_ENV), settings.timeout_s)
         self._post = post or self._client.post
 
     def close(self) -> None:
@@ -137,26 +117,22 @@ class EndpointGenerator:
             path = "/v1/chat/completions"
             body = {"model": s.model, "messages": [{"role": "user", "content": prompt}],
                     "temperature": s.temperature, "max_tokens": s.max_tokens, "seed": seed}
-        import httpx
 
-        for attempt in range(s.retries + 1):
+        def send():
+            response = self._post(path, json=body)
+            self._count("requests")
+            return response
+
+        def once() -> str:
+            _, data = json_response(send, s.url.rstrip("/") + path)
             try:
-                resp = self._post(path, json=body)
-                self._count("requests")
-                if resp.status_code == 429 or resp.status_code >= 500:
-                    raise httpx.HTTPStatusError(f"HTTP {resp.status_code}", request=resp.request, response=resp)
-                if resp.status_code >= 400:
-                    raise EndpointError(f"{path} answered {resp.status_code}: {resp.text[:300]}")
-                data = resp.json()
                 return data["generated_text"] if s.api == "tgi" else data["choices"][0]["message"]["content"]
-            except (httpx.TransportError, httpx.HTTPStatusError) as exc:
-                if attempt == s.retries:
-                    raise EndpointError(f"{path} failed after {s.retries + 1} attempts: {exc}") from exc
-                self._count("retried")
-                time.sleep(s.backoff_s * 2**attempt * (0.5 + random.random()))
-            except (ValueError, KeyError, IndexError, TypeError) as exc:
-                raise EndpointError(f"{path} answered something that is not a {s.api} response: {exc}") from exc
-        raise AssertionError("unreachable")
+            except (KeyError, IndexError, TypeError) as exc:
+                raise EndpointError(f"{path} answered something that is not a {s.api} response: {exc!r}",
+                                    retryable=False) from None
+
+        return with_retries(once, max_retries=s.retries, backoff_s=s.backoff_s,
+                            on_retry=lambda _: self._count("retried"))
 
     def _key(self, prompt: str, seed: int) -> str:
         s = self.s

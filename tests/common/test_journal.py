@@ -2,7 +2,7 @@
 
 import json
 
-from eval.journal import Journal, read_records
+from common.journal import Journal, read_records
 
 
 def test_partial_tail_is_cut_and_keys_are_not_doubled(tmp_path):

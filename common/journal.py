@@ -1,7 +1,8 @@
-"""Append-only JSONL files (answers.jsonl, judgments.jsonl) that survive a killed job.
+"""Append-only JSONL files that survive a killed process: eval's answers and judgments, the data step's cache.
 
-Each record carries a `key`; a re-run skips keys already present. A job killed mid-write leaves at most one
-partial last line: it is ignored on read and cut off before the next append, so nothing is lost or doubled.
+Each record carries a `key`; a later record with the same key replaces an earlier one on read, and `append`
+skips keys already present. A process killed mid-write leaves at most one partial last line: it is ignored on
+read and cut off before the next append, so nothing is lost, doubled or glued to the next record.
 """
 
 from __future__ import annotations
@@ -9,25 +10,14 @@ from __future__ import annotations
 import json
 import os
 import threading
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
 
-@dataclass
-class RunCounts:
-    """What one pass over a journal did: asked/written anew, found already done, failed (and why)."""
-
-    written: int = 0
-    cached: int = 0
-    failed: int = 0
-    failures: list[str] = field(default_factory=list)
-
-
 def read_records(path: Path) -> list[dict[str, Any]]:
-    """Complete records in file order; a later record with the same key replaces an earlier one."""
+    """Complete records in file order, the last one of each key."""
     by_key: dict[str, dict[str, Any]] = {}
-    for record in _complete_lines(path):
+    for record in _complete_lines(Path(path)):
         by_key[record.get("key") or json.dumps(record, sort_keys=True)] = record
     return list(by_key.values())
 
@@ -55,7 +45,15 @@ class Journal:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._cut_partial_tail()
         self._lock = threading.Lock()
-        self.done: set[str] = {r["key"] for r in read_records(self.path) if "key" in r}
+        self.records: dict[str, dict[str, Any]] = {r["key"]: r for r in read_records(self.path) if "key" in r}
+
+    @property
+    def done(self):
+        """The keys on file (a live view: it grows as records are appended)."""
+        return self.records.keys()
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        return self.records.get(key)
 
     def _cut_partial_tail(self) -> None:
         if not self.path.is_file() or self.path.stat().st_size == 0:
@@ -69,11 +67,14 @@ class Journal:
         """Write the record unless its key is already there; returns whether it was written."""
         line = json.dumps(record, ensure_ascii=False, sort_keys=True) + "\n"
         with self._lock:
-            if record["key"] in self.done:
+            if record["key"] in self.records:
                 return False
             with self.path.open("a", encoding="utf-8") as f:
                 f.write(line)
                 f.flush()
                 os.fsync(f.fileno())
-            self.done.add(record["key"])
+            self.records[record["key"]] = record
             return True
+
+    def __len__(self) -> int:
+        return len(self.records)
