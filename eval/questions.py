@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from common.records import CONVERSATIONS_FILE, parse_question
+
 DEMO_QUESTIONS = Path(__file__).parent / "configs" / "questions-demo.jsonl"
 
 
@@ -32,33 +34,16 @@ class Question:
         return next((m["content"] for m in reversed(self.messages) if m["role"] == "user"), "")
 
 
-def parse_record(record: dict[str, Any], where: str) -> Question | None:
-    if not isinstance(record, dict) or "id" not in record:
-        raise QuestionFileError(f"{where}: each record needs an `id`")
-    qid = str(record["id"])
-    if record.get("split") not in (None, "test"):
-        return None
-    reference = record.get("reference")
-    if "messages" in record:
-        messages = record["messages"]
-        if not isinstance(messages, list) or not all(
-            isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
-            for m in messages
-        ):
-            raise QuestionFileError(f"{where}: `messages` must be a list of {{role, content}} strings")
-        last_assistant = max((i for i, m in enumerate(messages) if m["role"] == "assistant"), default=None)
-        if last_assistant is not None and last_assistant == len(messages) - 1:
-            reference = reference or messages[last_assistant]["content"]
-            messages = messages[:last_assistant]
-    elif isinstance(record.get("question"), str):
-        messages = [{"role": "user", "content": record["question"]}]
-    else:
-        raise QuestionFileError(f"{where}: each record needs `question` (a string) or `messages`")
-    if not any(m["role"] == "user" for m in messages):
-        raise QuestionFileError(f"{where}: no user turn to ask")
-    if reference is not None and not isinstance(reference, str):
-        raise QuestionFileError(f"{where}: `reference` must be a string")
-    return Question(qid, [dict(m) for m in messages], reference, dict(record.get("scenario") or {}))
+def parse_record(record: Any, where: str) -> Question | None:
+    """The question of one record, or None for a record of another split than `test`."""
+    if isinstance(record, dict) and "id" in record and record.get("split") not in (None, "test"):
+        return None  # a training or validation record of a dataset: never asked, so not checked
+    try:
+        parsed = parse_question(record)
+    except ValueError as exc:
+        raise QuestionFileError(f"{where}: {exc}") from None
+    return Question(parsed.id, [m.model_dump() for m in parsed.prompt()], parsed.reference_answer(),
+                    dict(parsed.scenario or {}))
 
 
 def load_questions(paths: list[Path], limit: int | None = None) -> list[Question]:
@@ -68,7 +53,7 @@ def load_questions(paths: list[Path], limit: int | None = None) -> list[Question
     for path in paths:
         path = Path(path)
         if path.is_dir():  # a dataset directory of the data step
-            path = path / "conversations.jsonl"
+            path = path / CONVERSATIONS_FILE
         if not path.is_file():
             raise QuestionFileError(f"question file not found: {path}")
         for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):

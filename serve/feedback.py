@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from common.models import cache_dir
+from common.records import QuestionRecord
 from common.redact import Redactor
 
 log = logging.getLogger("supportkit.feedback")
@@ -131,14 +132,14 @@ def open_store(path: Path | None, redactor: Redactor | None = None) -> FeedbackS
         return None
 
 
-def question_record(rec: FeedbackRecord) -> dict:
+def question_record(rec: FeedbackRecord) -> QuestionRecord:
     """An eval question-file record: the conversation up to the customer's turn; a liked reply becomes the reference."""
-    record = {"id": f"feedback-{rec.id}", "messages": rec.messages[: rec.turn]}
-    if rec.rating > 0:
-        record["reference"] = rec.messages[rec.turn]["content"]
-    record["feedback"] = {"model": rec.model, "rating": rec.rating, "comment": rec.comment, "handoff": rec.handoff,
-                          "reply": rec.messages[rec.turn]["content"], "conversation_id": rec.conversation_id}
-    return record
+    reply = rec.messages[rec.turn]["content"]
+    return QuestionRecord(
+        id=f"feedback-{rec.id}", messages=rec.messages[: rec.turn], reference=reply if rec.rating > 0 else None,
+        feedback={"model": rec.model, "rating": rec.rating, "comment": rec.comment, "handoff": rec.handoff,
+                  "reply": reply, "conversation_id": rec.conversation_id},
+    )
 
 
 def export_jsonl(store: FeedbackStore, out: Path, rating: int | None = None) -> int:
@@ -148,7 +149,8 @@ def export_jsonl(store: FeedbackStore, out: Path, rating: int | None = None) -> 
     tmp = out.with_name(out.name + ".tmp")
     with tmp.open("w", encoding="utf-8") as f:
         for rec in store.records(rating):
-            f.write(json.dumps(question_record(rec), ensure_ascii=False) + "\n")
+            record = question_record(rec).model_dump(mode="json", exclude_none=True)
+            f.write(json.dumps(record, ensure_ascii=False) + "\n")
             n += 1
     tmp.replace(out)
     return n

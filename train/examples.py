@@ -6,8 +6,9 @@ import random
 import re
 from dataclasses import dataclass
 
+from common.records import Conversation
 from train.config import TrainConfig
-from train.data.records import Conversation, fingerprint
+from train.data.records import fingerprint
 
 IGNORE = -100
 GENERATION_TAG = re.compile(r"{%-?\s*generation\s*-?%}")  # not `add_generation_prompt`

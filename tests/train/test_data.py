@@ -4,10 +4,11 @@ import json
 
 import pytest
 
+from common.records import Conversation
 from train.data.build import build_dataset, content_key, pick_scenarios
 from train.data.glossary import load_glossary, scenarios, system_prompt
 from train.data.offline import generate_offline
-from train.data.records import Conversation, assign_splits, check_disjoint, read_conversations
+from train.data.records import assign_splits, check_disjoint, read_conversations
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,7 @@ shortcut giving the same loss as the model's own."""
 import pytest
 import torch
 
-from train.data.records import Conversation
+from common.records import Conversation
 from train.examples import IGNORE, PadToLongest, tokenize
 
 MESSAGES = [

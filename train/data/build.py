@@ -8,8 +8,9 @@ import re
 from pathlib import Path
 from typing import Iterable
 
+from common.records import Conversation
 from train.data.glossary import Scenario
-from train.data.records import Conversation, assign_splits, check_disjoint, write_conversations
+from train.data.records import assign_splits, check_disjoint, write_conversations
 
 
 def pick_scenarios(all_scenarios: list[Scenario], limit: int | None, seed: int = 0) -> list[Scenario]:

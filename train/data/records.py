@@ -1,4 +1,4 @@
-"""Conversation records (JSONL), scenario-disjoint splits, dataset fingerprint and statistics."""
+"""Datasets of conversation records (common.records): scenario-disjoint splits, fingerprint and statistics."""
 
 from __future__ import annotations
 
@@ -8,38 +8,13 @@ import random
 import statistics
 from collections import Counter
 from pathlib import Path
-from typing import Iterable, Literal
+from typing import Iterable
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ValidationError
 
-Split = Literal["train", "val", "test"]
-CONVERSATIONS_FILE = "conversations.jsonl"
+from common.records import CONVERSATIONS_FILE, Conversation, Split
+
 STATS_FILE = "stats.json"
-
-
-class Message(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    role: Literal["system", "user", "assistant"]
-    content: str = Field(min_length=1)
-
-
-class ScenarioRef(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    term: str
-    cause: str
-    context: str
-
-    @property
-    def id(self) -> str:
-        return f"{self.term}.{self.cause}.{self.context}"
-
-
-class Conversation(BaseModel):
-    model_config = ConfigDict(extra="allow")
-    id: str
-    messages: list[Message] = Field(min_length=2)
-    scenario: ScenarioRef
-    split: Split
 
 
 def assign_splits(scenario_ids: Iterable[str], seed: int = 0, val: float = 0.1, test: float = 0.1) -> dict[str, Split]:
