@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from common.manifest import read_manifest
+from common.adapter_store import read_manifests
 from common.http import EndpointError
 from eval.clients import OpenAIChat
 
@@ -52,19 +52,10 @@ def discover(url: str, api_key: str | None = None, timeout: float = 30) -> tuple
 
 
 def store_manifests(store: Path) -> dict[str, dict]:
-    """{adapter dir name: manifest JSON} for every adapter directory with a valid manifest."""
-    store = Path(store)
-    if not store.is_dir():
+    """{adapter name: manifest JSON} for every published adapter with a valid manifest."""
+    if not Path(store).is_dir():
         raise TargetError(f"adapter store not found: {store}")
-    found = {}
-    for adapter_dir in sorted(p for p in store.iterdir() if p.is_dir()):
-        try:
-            manifest = read_manifest(adapter_dir)
-        except ValueError:
-            continue
-        if manifest is not None:
-            found[adapter_dir.name] = manifest.model_dump(mode="json", exclude_none=True)
-    return found
+    return {name: m.model_dump(mode="json", exclude_none=True) for name, m in read_manifests(store).items()}
 
 
 def resolve_targets(url: str, api: str, wanted: list[str] | None, api_key: str | None = None,

@@ -12,6 +12,7 @@ import logging
 import time
 from pathlib import Path
 
+from common.adapter_store import adapter_dirs
 from serve.engine.adapter_files import check_name
 from serve.errors import AdapterInvalid, AdapterNotFound, ServeError
 
@@ -51,9 +52,7 @@ class AdapterRegistry:
         return tuple(sorted((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in path.iterdir() if f.is_file()))
 
     def _candidates(self) -> dict[str, Path]:
-        if self.store is None or not self.store.is_dir():
-            return {}
-        return {p.name: p for p in self.store.iterdir() if p.is_dir() and not p.name.startswith(".")}
+        return {p.name: p for p in adapter_dirs(self.store)} if self.store else {}
 
     async def load(self, name: str) -> dict:
         lock = self._locks.setdefault(name, asyncio.Lock())

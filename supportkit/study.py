@@ -60,6 +60,7 @@ def study(
 
 def report_only(eval_dir: Path, store: Path | None, out: Path) -> dict[str, Path]:
     """The report of a study whose steps ran elsewhere (e.g. the chart's data, training and eval Jobs)."""
+    from common.adapter_store import is_published
     from supportkit.study_config import StudyError
     from supportkit.study_report import write_report
 
@@ -68,7 +69,7 @@ def report_only(eval_dir: Path, store: Path | None, out: Path) -> dict[str, Path
     if not (eval_dir / "ranking.json").is_file():
         raise StudyError(f"{eval_dir} holds no eval run (ranking.json is missing; `supportkit eval report` writes it)")
     run = json.loads((eval_dir / "run.json").read_text())
-    names = [t["name"] for t in run["targets"] if not t["is_base"] and (store / t["name"] / "manifest.json").is_file()]
+    names = [t["name"] for t in run["targets"] if not t["is_base"] and is_published(store, t["name"])]
     base = next((t["name"] for t in run["targets"] if t["is_base"]), "?")
     out.mkdir(parents=True, exist_ok=True)
     meta = {"profile": "report-only", "model_name": base, "data": {}, "timings": {}}

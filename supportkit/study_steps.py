@@ -90,14 +90,14 @@ def sweep_configs(profile: StudyProfile, layout: Layout, model_dir: Path) -> lis
 def train_all(profile: StudyProfile, layout: Layout, runs: list, log: Log, progress: bool,
               on_done: Callable[[str, bool], None] = lambda name, reused: None) -> list[str]:
     """Train every run whose adapter is not in the store yet; returns the names trained now."""
-    from common.manifest import MANIFEST_FILE
+    from common.adapter_store import is_published
     from train.job import run_job
     from train.recipe import RecipeError
 
     trained = []
     path = profile.sweep.path()
     for i, cfg, overrides in runs:
-        if (layout.store / cfg.name / MANIFEST_FILE).is_file():
+        if is_published(layout.store, cfg.name):
             log(f"train [{i}] {cfg.name}: reusing the adapter in the store")
             on_done(cfg.name, True)
             continue

@@ -15,6 +15,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from common.adapter_store import NAME_PATTERN
+
 KNOWN_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 MODULE_SETS = {"qv": ["q_proj", "v_proj"], "qkvo": ["q_proj", "k_proj", "v_proj", "o_proj"], "all": list(KNOWN_MODULES)}
 
@@ -28,7 +30,7 @@ class TrainConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field("adapter", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", description="adapter directory name in the store")
+    name: str = Field("adapter", pattern=NAME_PATTERN.pattern, description="adapter directory name in the store")
     model: str | None = Field(None, description="local HF model directory; None = the embedded default model")
     data: str = Field("offline", description="dataset dir / conversations.jsonl, or 'offline' to compose it in memory")
     offline_per_scenario: int = Field(1, ge=1, description="offline data: conversations per scenario")

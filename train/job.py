@@ -10,9 +10,10 @@ from pathlib import Path
 
 import yaml
 
+from common.adapter_store import publish, staging_dir
 from train.config import TrainConfig
 from train.energy_report import CSV_NAME, JSON_NAME, RunEnergy
-from train.outputs import CONFIG_NAME, CURVES_NAME, build_manifest, plot_losses, publish, staging_dir
+from train.outputs import CONFIG_NAME, CURVES_NAME, build_manifest, plot_losses
 
 
 def default_work_dir(cfg: TrainConfig) -> Path:

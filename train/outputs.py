@@ -1,11 +1,7 @@
-"""What a run leaves in the adapter store: adapter + manifest + energy report + loss curves, moved in atomically."""
+"""What a run leaves in its adapter directory besides the weights: the manifest and the loss curves."""
 
 from __future__ import annotations
 
-import os
-import shutil
-import time
-import uuid
 from pathlib import Path
 
 from common.manifest import AdapterManifest, BaseModelRef, Energy, LoraSettings, Metrics, TrainingSettings, write_manifest
@@ -13,25 +9,6 @@ from train.config import TrainConfig
 
 CURVES_NAME = "losses.png"
 CONFIG_NAME = "train_config.yaml"
-
-
-def staging_dir(store: Path, name: str) -> Path:
-    """A hidden directory inside the store (same filesystem, so the final rename is atomic; servers skip dot dirs)."""
-    store.mkdir(parents=True, exist_ok=True)
-    return store / f".staging-{name}-{uuid.uuid4().hex[:8]}"
-
-
-def publish(stage: Path, store: Path, name: str) -> Path:
-    """Rename the finished directory into place; an older adapter of the same name is moved aside, then deleted."""
-    target = store / name
-    old = None
-    if target.exists():
-        old = store / f".replaced-{name}-{int(time.time())}"
-        os.replace(target, old)
-    os.replace(stage, target)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-    return target
 
 
 def plot_losses(history: list[dict], path: Path, title: str) -> Path | None:

@@ -6,6 +6,7 @@ import csv
 import json
 from pathlib import Path
 
+from common.adapter_store import adapter_dirs
 from common.manifest import read_manifest
 
 COLUMNS = ("name", "r", "alpha", "modules", "lr", "epochs", "steps", "train_loss", "val_loss", "perplexity",
@@ -17,7 +18,7 @@ def collect(store: Path) -> list[dict]:
     if not store.is_dir():
         raise FileNotFoundError(f"adapter store {store} does not exist")
     rows = []
-    for path in sorted(p for p in store.iterdir() if p.is_dir() and not p.name.startswith(".")):
+    for path in adapter_dirs(store):
         try:
             m = read_manifest(path)
         except ValueError as exc:

@@ -12,10 +12,10 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from common.adapter_store import NAME_RULE, valid_name
 from common.manifest import read_manifest
 from serve.errors import AdapterInvalid
 
-NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _KEY = re.compile(r"^(?:base_model\.model\.)?(?P<module>.+)\.lora_(?P<ab>[AB])(?:\.[A-Za-z0-9_]+)?\.weight$")
 _UNSUPPORTED_FLAGS = {
     "use_dora": "DoRA", "fan_in_fan_out": "fan_in_fan_out layers", "lora_bias": "LoRA bias terms",
@@ -29,10 +29,8 @@ _UNSUPPORTED_SET = {
 
 
 def check_name(name: str) -> str:
-    if not NAME_PATTERN.match(name) or ".." in name:
-        raise AdapterInvalid(
-            f"invalid adapter name {name!r}: use 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit"
-        )
+    if not valid_name(name):
+        raise AdapterInvalid(f"invalid adapter name {name!r}: use {NAME_RULE}")
     return name
 
 
