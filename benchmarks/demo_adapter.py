@@ -24,10 +24,9 @@ import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))
 
+from common.server_process import ServerProcess  # noqa: E402
 from eval.questions import load_questions  # noqa: E402
-from live_server import start_server  # noqa: E402
 
 QUESTIONS = ROOT / "eval" / "configs" / "questions-demo.jsonl"
 ADAPTER = "telecom-support"
@@ -62,7 +61,8 @@ def main() -> None:
     args = ap.parse_args()
     questions = load_questions([QUESTIONS])
     manifest = json.loads((ROOT / "serve" / "adapters" / ADAPTER / "manifest.json").read_text())
-    proc, url = start_server([])
+    server = ServerProcess([]).wait_ready(300)
+    url = server.url
     try:
         base_name = httpx.get(url + "/info").json()["model_id"]
         results = {}
@@ -72,8 +72,7 @@ def main() -> None:
             results[model] = {"summary": summary(replies), "seconds": time.perf_counter() - t0, "replies": replies}
             print(model, json.dumps(results[model]["summary"]), flush=True)
     finally:
-        proc.terminate()
-        proc.wait(30)
+        server.stop()
     out = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "max_tokens": args.max_tokens,
            "adapter_training": manifest["training"], "adapter_metrics": manifest["metrics"],
            "adapter_command": manifest.get("command"), "results": results}

@@ -27,8 +27,7 @@ from pathlib import Path
 
 import httpx
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # also when loaded from tests
-from live_server import start_server  # noqa: E402
+from common.server_process import ServerProcess
 
 ROOT = Path(__file__).resolve().parent.parent
 PROMPT = "My fibre box shows a red LOS light since this morning and I have no internet. What should I do?"
@@ -262,27 +261,26 @@ def main() -> None:
     ap.add_argument("--out", type=Path, help="Write the report as JSON")
     ap.add_argument("--server-log", type=Path, help="Where the server this script starts writes its log (warnings)")
     args = ap.parse_args()
-    proc = None
+    server = None
     url, pid = args.url, args.pid
     if not url:
         if not (args.model and args.adapters):
             ap.error("give --url, or --model and --adapters")
-        proc, url = start_server(["--model", args.model, "--adapters", args.adapters, "--log-level", "warning"], {
+        server = ServerProcess(["--model", args.model, "--adapters", args.adapters, "--log-level", "warning"], env={
             "SUPPORTKIT_SERVE_MAX_QUEUE": str(args.max_queue), "SUPPORTKIT_SERVE_MAX_BATCH_SIZE": str(args.max_batch_size),
             "SUPPORTKIT_SERVE_DTYPE": "float32",
-        }, args.server_log, timeout_s=180)
-        pid = proc.pid
+        }, log=args.server_log).wait_ready(180)
+        url, pid = server.url, server.proc.pid
     try:
         names = args.adapters_list.split(",") if args.adapters_list else [
             m["id"] for m in httpx.get(url + "/v1/models").json()["data"] if m.get("parent")]
         report = run_load(url, names, args.clients, args.seconds, args.max_new_tokens, pid, args.warmup)
     finally:
-        if proc:
-            proc.terminate()
-            proc.wait(60)
+        if server:
+            server.stop(60)
     out = {k: v for k, v in asdict(report).items() if k != "latencies"}
-    out.update(adapters=names, max_queue=args.max_queue if proc else None,
-               max_batch_size=args.max_batch_size if proc else None, date=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    out.update(adapters=names, max_queue=args.max_queue if server else None,
+               max_batch_size=args.max_batch_size if server else None, date=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                command=" ".join(sys.argv))
     text = json.dumps(out, indent=2)
     print(text)

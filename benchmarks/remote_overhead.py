@@ -17,15 +17,13 @@ import json
 import os
 import statistics
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import httpx
 import psutil
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # also when loaded from tests
-from live_server import start_server  # noqa: E402
+from common.server_process import ServerProcess
 
 ROOT = Path(__file__).resolve().parent.parent
 PROMPT = "My fibre box shows a red LOS light since this morning and I have no internet. What should I do?"
@@ -70,14 +68,16 @@ def main() -> None:
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "remote_overhead_tiny_cpu.json"))
     a = ap.parse_args()
     adapter = a.adapter or sorted(p.name for p in Path(a.adapters).iterdir() if p.is_dir())[0]
-    procs = []
+    servers = []
     try:
-        back, back_url = start_server(["--model", a.model, "--adapters", a.adapters, "--dtype", a.dtype])
-        procs.append(back)
+        servers.append(ServerProcess(["--model", a.model, "--adapters", a.adapters, "--dtype", a.dtype]).wait_ready(300))
+        back, back_url = servers[0].proc, servers[0].url
         fronts = {}
         for kind, url in (("tgi", back_url), ("vllm", back_url + "/v1")):
-            proc, fronts[kind] = start_server(["--model", a.model, "--adapters", a.adapters, "--engine", kind, "--engine-url", url])
-            procs.append(proc)
+            servers.append(ServerProcess(["--model", a.model, "--adapters", a.adapters, "--engine", kind,
+                                          "--engine-url", url]).wait_ready(300))
+            fronts[kind] = servers[-1].url
+        procs = [s.proc for s in servers]
         load_before = os.getloadavg()[0]
         results = {"direct": measure(back_url, adapter, a.requests, a.tokens, {"back": back})}
         for i, (kind, url) in enumerate(fronts.items()):
@@ -90,9 +90,8 @@ def main() -> None:
                   "cpu_count": os.cpu_count(), "loadavg_before": load_before, "loadavg_after": os.getloadavg()[0],
                   "results": results}
     finally:
-        for p in procs:
-            p.terminate()
-            p.wait(30)
+        for server in servers:
+            server.stop()
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps(report, indent=2))

@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from common.models import resolve_model_dir  # noqa: E402
-from live_server import start_server  # noqa: E402
+from common.server_process import ServerProcess  # noqa: E402
 from common.tiny import LORA_MODULES, build_random_adapter  # noqa: E402
 from serve.engine.local import LocalEngine  # noqa: E402
 from serve.engine.types import GenerationRequest, SamplingParams  # noqa: E402
@@ -134,8 +134,9 @@ def server_vs_generate(model_dir: Path, store: Path, dtype: str, prompt_ids, n: 
         p.requires_grad_(True)  # the same fast path the engine uses
     ids = torch.tensor([prompt_ids])
     body = {"inputs": PROMPT_TEXT, "parameters": {"max_new_tokens": n, "details": False}, "stream": True}
-    proc, url = start_server(["--model", str(model_dir), "--adapters", str(store), "--dtype", dtype],
-                             env={"SUPPORTKIT_SERVE_WATCH_INTERVAL_S": "0"}, timeout_s=600)
+    server = ServerProcess(["--model", str(model_dir), "--adapters", str(store), "--dtype", dtype],
+                           env={"SUPPORTKIT_SERVE_WATCH_INTERVAL_S": "0"}).wait_ready(600)
+    url = server.url
     gen, srv = [], []
     try:
         with httpx.Client(timeout=300) as client, torch.inference_mode():
@@ -150,8 +151,7 @@ def server_vs_generate(model_dir: Path, store: Path, dtype: str, prompt_ids, n: 
                             count += 1
                 srv.append(count / (time.perf_counter() - t0))
     finally:
-        proc.terminate()
-        proc.wait(30)
+        server.stop()
     return median(gen[1:]), median(srv[1:])  # the first of each warms up
 
 

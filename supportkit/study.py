@@ -101,8 +101,9 @@ def parse_indices(text: str) -> list[int]:
 
 def _state(layout, profile_name: str, port: int | None) -> dict:
     """study-state.json: the profile and server port of this directory (kept across re-runs when free)."""
+    from common.server_process import free_port, port_is_free
     from supportkit.study_config import StudyError
-    from supportkit.study_steps import free_port, move_endpoint, port_is_free
+    from supportkit.study_steps import move_endpoint
 
     state = json.loads(layout.state.read_text()) if layout.state.is_file() else {}
     if state.get("profile") and state["profile"] != profile_name:
@@ -126,9 +127,10 @@ def run_study(prof, out: Path, model_override: str | None, port: int | None, pro
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from common.models import model_name
-    from supportkit.study_config import Layout
+    from common.server_process import ServerNotReady, ServerProcess
+    from supportkit.study_config import Layout, StudyError
     from supportkit.study_report import write_report
-    from supportkit.study_steps import StudyServer, generate_data, prepare_model, run_eval, sweep_configs, train_all
+    from supportkit.study_steps import generate_data, prepare_model, run_eval, sweep_configs, train_all
 
     layout = Layout(out.resolve())
     state = _state(layout, prof.name, port)
@@ -159,9 +161,13 @@ def run_study(prof, out: Path, model_override: str | None, port: int | None, pro
 
         t = time.monotonic()
         log(f"serve: {len(names)} adapters + the base model at http://127.0.0.1:{state['port']} (log: {layout.server_log})")
-        server = StudyServer(model_dir, layout.store, state["port"], prof.serve.dtype, layout.server_log)
+        server = ServerProcess(["--model", str(model_dir), "--adapters", str(layout.store), "--dtype", prof.serve.dtype],
+                               port=state["port"], log=layout.server_log, cwd=Path.cwd())
         try:
-            server.wait_ready(names, prof.serve.startup_timeout_s)
+            try:
+                server.wait_ready(prof.serve.startup_timeout_s, names, poll_s=1)
+            except ServerNotReady as exc:
+                raise StudyError(str(exc)) from None
             timed("serve", t)
             bar.advance(steps)
             t = time.monotonic()
@@ -169,7 +175,7 @@ def run_study(prof, out: Path, model_override: str | None, port: int | None, pro
             run_eval(prof, layout, server.url, ["base", *names], prof.eval.panel_path(), log)
             timed("eval", t)
         finally:
-            server.stop()
+            server.stop(timeout=60)
         bar.advance(steps)
 
         t = time.monotonic()

@@ -9,14 +9,8 @@ from __future__ import annotations
 
 import os
 import shlex
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 from typing import Callable
-
-import httpx
 
 from supportkit.study_config import Layout, StudyError, StudyProfile
 
@@ -113,68 +107,6 @@ def train_all(profile: StudyProfile, layout: Layout, runs: list, log: Log, progr
         trained.append(cfg.name)
         on_done(cfg.name, False)
     return trained
-
-
-def port_is_free(port: int) -> bool:
-    with socket.socket() as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server binds: TIME_WAIT is no obstacle
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class StudyServer:
-    """`supportkit serve` in a subprocess on loopback, serving the study's store; stopped by `stop()`."""
-
-    def __init__(self, model_dir: Path, store: Path, port: int, dtype: str, log_file: Path):
-        self.url = f"http://127.0.0.1:{port}"
-        self.log_file = log_file
-        cmd = [sys.executable, "-m", "supportkit.cli", "serve", "--model", str(model_dir), "--adapters", str(store),
-               "--host", "127.0.0.1", "--port", str(port), "--dtype", dtype]
-        self._log = open(log_file, "ab")
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, env=env)
-
-    def _tail(self) -> str:
-        return self.log_file.read_text(errors="replace")[-2000:]
-
-    def wait_ready(self, adapters: list[str], timeout: float) -> list[dict]:
-        """Wait for /health, then for every adapter to be listed in /v1/models; returns the model list."""
-        deadline = time.monotonic() + timeout
-        listed: list[dict] = []
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise StudyError(f"the server exited with code {self.proc.returncode}; its log ({self.log_file}):\n{self._tail()}")
-            try:
-                if httpx.get(self.url + "/health", timeout=5).status_code == 200:
-                    listed = httpx.get(self.url + "/v1/models", timeout=10).json().get("data", [])
-                    if set(adapters) <= {m["id"] for m in listed}:
-                        return listed
-            except (httpx.HTTPError, ValueError):
-                pass
-            time.sleep(1)
-        missing = sorted(set(adapters) - {m.get("id") for m in listed})
-        self.stop()
-        raise StudyError(f"the server was not ready after {timeout:.0f} s (adapters not listed: {', '.join(missing) or '-'}); "
-                         f"see {self.log_file}")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._log.close()
 
 
 def run_eval(profile: StudyProfile, layout: Layout, url: str, targets: list[str], panel: Path, log: Log) -> dict:

@@ -1,18 +1,13 @@
-"""Shared fixtures: tiny models and adapters built in-process, and a real kit server on loopback."""
+"""Shared fixtures: tiny models and adapters built in-process, and real kit servers on loopback (common.server_process)."""
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
-import httpx
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+from common.server_process import ROOT, free_port  # noqa: F401  (the tests' helpers, from one place)
+from common.server_process import ServerProcess as LiveServer
 
 
 @pytest.fixture(scope="session")
@@ -40,50 +35,6 @@ def adapter_store(tiny_model, tmp_path_factory) -> Path:
     build_random_adapter(tiny_model, store / "support-a", r=8, target_modules=("q_proj", "v_proj"), seed=1)
     build_random_adapter(tiny_model, store / "support-b", r=4, target_modules=LORA_MODULES, seed=2)
     return store
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class LiveServer:
-    """`supportkit serve` in a subprocess on loopback; `url` is its base URL."""
-
-    def __init__(self, args: list[str], env: dict[str, str] | None = None, log: Path | None = None):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = log
-        full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
-        out = open(log, "wb") if log else subprocess.DEVNULL
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "supportkit.cli", "serve", "--host", "127.0.0.1", "--port", str(self.port), *args],
-            cwd=ROOT, env=full_env, stdout=out, stderr=subprocess.STDOUT,
-        )
-
-    def wait_ready(self, timeout: float = 120) -> "LiveServer":
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                tail = self.log.read_text()[-3000:] if self.log else ""
-                raise RuntimeError(f"server exited with {self.proc.returncode}\n{tail}")
-            try:
-                if httpx.get(self.url + "/health", timeout=2).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.3)
-        raise TimeoutError(f"server not ready after {timeout}s")
-
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-        return self.proc.wait()
 
 
 @pytest.fixture(scope="session")

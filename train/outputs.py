@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from common.manifest import AdapterManifest, BaseModelRef, Energy, LoraSettings, Metrics, TrainingSettings, write_manifest
+from common.manifest import AdapterManifest, BaseModelRef, Energy, LoraSettings, Metrics, TrainingSettings
 from train.config import TrainConfig
 
 CURVES_NAME = "losses.png"
