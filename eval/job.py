@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 from eval.analysis import analyse
 from eval.answers import ANSWERS_FILE, collect_answers
@@ -25,10 +25,12 @@ class JobError(RuntimeError):
     """The job could not finish; what it stored so far is kept for the next run."""
 
 
-def run_job(settings: EvalSettings, log: Callable[[str], None] = print) -> dict[str, Path]:
+def run_job(settings: EvalSettings, log: Callable[[str], None] = print,
+            panel_defaults: Mapping[str, str] | None = None) -> dict[str, Path]:
+    """Answers, judgments, statistics and report in settings.out; `panel_defaults` fill the panel's unset ${VAR}s."""
     out = Path(settings.out)
     out.mkdir(parents=True, exist_ok=True)
-    panel = load_panel(settings.panel)
+    panel = load_panel(settings.panel, panel_defaults)
     questions = load_questions(settings.questions, settings.limit)
     api_key = settings.api_key.get_secret_value() if settings.api_key else None
     targets = resolve_targets(settings.endpoint, settings.api, settings.targets, api_key, settings.adapters)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Mapping
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -100,16 +100,19 @@ class PanelConfig(_Strict):
         raise PanelError(f"judge prompt not found: {relative} (looked in {self.source_dir} and {CONFIGS})")
 
 
-def expand_env(text: str) -> str:
-    return _VAR.sub(lambda m: os.environ.get(m.group(1)) or (m.group(2) or ""), text)
+def expand_env(text: str, defaults: Mapping[str, str] | None = None) -> str:
+    """`${VAR}` from the environment, else from `defaults`, else the `:-default` written in the file."""
+    defaults = defaults or {}
+    return _VAR.sub(lambda m: os.environ.get(m.group(1)) or defaults.get(m.group(1)) or (m.group(2) or ""), text)
 
 
-def load_panel(path: Path) -> PanelConfig:
+def load_panel(path: Path, defaults: Mapping[str, str] | None = None) -> PanelConfig:
+    """The panel file, validated; `defaults` fill its `${VAR}`s that the environment leaves unset."""
     path = Path(path)
     if not path.is_file():
         raise PanelError(f"panel file not found: {path}")
     try:
-        data = yaml.safe_load(expand_env(path.read_text(encoding="utf-8"))) or {}
+        data = yaml.safe_load(expand_env(path.read_text(encoding="utf-8"), defaults)) or {}
         data.setdefault("source_dir", str(path.parent.resolve()))
         panel = PanelConfig.model_validate(data)
     except yaml.YAMLError as exc:

@@ -1,13 +1,13 @@
 """The study's steps: data, training runs, one server, the judge panel. Each step reuses what is already done.
 
-Training runs and the eval job are called through their own entry points (train.job.run_job, eval.job.run_job),
-so that the study resumes exactly as they do: a finished adapter (manifest in the store) is skipped, a killed run
-resumes from its last checkpoint, and the eval job asks only the answers and judgments not yet on file.
+Each step is called through its own plain entry point (train.data.job.generate_dataset, train.job.run_job,
+eval.job.run_job), the one its command calls, so that the study resumes exactly as they do: a finished adapter
+(manifest in the store) is skipped, a killed run resumes from its last checkpoint, and the eval job asks only the
+answers and judgments not yet on file. Settings are passed as arguments, never through the environment.
 """
 
 from __future__ import annotations
 
-import os
 import shlex
 from pathlib import Path
 from typing import Callable
@@ -36,28 +36,29 @@ def prepare_model(profile: StudyProfile, layout: Layout, model_override: str | N
 
 
 def generate_data(profile: StudyProfile, layout: Layout, log: Log) -> dict:
-    """conversations.jsonl + stats.json in layout.data, through the data step's own command function."""
+    """conversations.jsonl + stats.json in layout.data, through the data step's entry point."""
     import json
 
-    import typer
+    from train.data.job import DataError, GenerateSettings, generate_dataset
 
     stats = layout.data / "stats.json"
     if stats.is_file() and (layout.data / "conversations.jsonl").is_file():
         log(f"data: reusing {layout.data}")
         return json.loads(stats.read_text())
-    from train.data_commands import generate
-
     d = profile.data
-    common = dict(out=layout.data, per_scenario=d.per_scenario, scenarios=d.scenarios, seed=d.seed)
+    settings = GenerateSettings(out=layout.data, per_scenario=d.per_scenario, scenarios=d.scenarios, seed=d.seed)
+    if d.generator == "offline":
+        settings.offline = True
+    else:  # the endpoint generator caches every answer in layout.data/cache.jsonl: a re-run pays only once
+        settings.endpoint, settings.model, settings.api, settings.concurrency = d.endpoint, d.model, d.api, d.concurrency
     try:
-        if d.generator == "offline":
-            generate(offline=True, **common)
-        else:  # the endpoint generator caches every answer in layout.data/cache.jsonl: a re-run pays only once
-            generate(endpoint=d.endpoint, model=d.model, api=d.api, concurrency=d.concurrency, **common)
-    except typer.Exit as exc:
-        if exc.exit_code:
-            raise StudyError("data generation did not finish; run the study again to generate only what is missing") from None
-    return json.loads(stats.read_text())
+        result = generate_dataset(settings)
+    except DataError as exc:
+        raise StudyError(f"data: {exc}") from None
+    if result.failed:
+        raise StudyError(f"data generation did not finish ({len(result.failed)} conversations failed, e.g. "
+                         f"{result.failed[0]}); run the study again to generate only what is missing")
+    return result.stats
 
 
 def sweep_configs(profile: StudyProfile, layout: Layout, model_dir: Path) -> list[tuple[int, object, list[str]]]:
@@ -120,15 +121,14 @@ def run_eval(profile: StudyProfile, layout: Layout, url: str, targets: list[str]
     from eval.settings import EvalSettings
     from eval.targets import TargetError
 
-    # The local judge of the shipped panels is the study's own server unless the operator configured another.
-    os.environ.setdefault("SUPPORTKIT_JUDGE_URL", url)
     try:
         settings = EvalSettings.from_cli(
             endpoint=url, panel=panel, out=layout.eval, limit=profile.eval.questions,
             questions=[layout.data / "conversations.jsonl"], adapters=layout.store, targets=targets,
             concurrency=profile.eval.concurrency, timeout_s=profile.eval.timeout_s,
         )
-        return run_job(settings, log=log)
+        # The local judge of the shipped panels is the study's own server unless the operator configured another.
+        return run_job(settings, log=log, panel_defaults={"SUPPORTKIT_JUDGE_URL": url})
     except ValidationError as exc:
         raise StudyError(f"eval settings: {exc}") from None
     except (JobError, JudgingError, PanelError, QuestionFileError, TargetError) as exc:

@@ -56,55 +56,32 @@ def generate(
 
     The endpoint's API key, if it needs one, is read from SUPPORTKIT_GENERATE_API_KEY (never from argv).
     """
-    from train.data.build import build_dataset, pick_scenarios
-    from train.data.glossary import PROMPTS, load_glossary, scenarios as grid, system_prompt
+    from rich.progress import Progress
 
-    if offline == bool(endpoint):
-        _fail("choose exactly one of --offline or --endpoint URL")
-    if per_scenario < 1:
-        _fail("--per-scenario must be at least 1")
-    if not (0 <= val < 1 and 0 <= test < 1 and val + test < 1):
-        _fail("--val and --test are shares between 0 and 1 whose sum is below 1")
+    from train.data.job import DataError, GenerateSettings, generate_dataset
+
+    settings = GenerateSettings(
+        out=out, offline=offline, endpoint=endpoint, model=model, api=api, glossary=glossary, prompts=prompts,
+        per_scenario=per_scenario, scenarios=scenarios, seed=seed, split_seed=split_seed, val=val, test=test,
+        cache=cache, concurrency=concurrency, retries=retries, backoff_s=backoff, temperature=temperature,
+        max_tokens=max_tokens, min_chars=min_chars,
+    )
     try:
-        g = load_glossary(glossary)
-        system = system_prompt((prompts or PROMPTS) / "system.txt")
-    except (OSError, ValueError) as exc:
-        _fail(str(exc))
-    chosen = pick_scenarios(grid(g), scenarios, seed)
-    meta = {"generator": "offline" if offline else f"endpoint:{api}", "system_prompt": system, "seed": seed,
-            "per_scenario": per_scenario, "glossary": str(glossary or "kit")}
-    failed = 0
-    if offline:
-        from train.data.offline import generate_offline
-
-        items = generate_offline(chosen, per_scenario, system, seed)
-    else:
-        if not model:
-            _fail("--model is required with --endpoint (the name the endpoint serves)")
-        if api not in ("openai", "tgi"):
-            _fail("--api must be openai or tgi")
-        from rich.progress import Progress
-
-        from train.data.endpoint import EndpointGenerator, EndpointSettings, ResponseCache
-
-        settings = EndpointSettings(
-            url=endpoint, model=model, api=api, temperature=temperature, max_tokens=max_tokens,
-            concurrency=concurrency, retries=retries, backoff_s=backoff, min_chars=min_chars, seed=seed)
-        gen = EndpointGenerator(settings, ResponseCache(cache or out / "cache.jsonl"), system, prompts or PROMPTS)
-        try:
+        settings.check()
+        if offline:
+            result = generate_dataset(settings)
+        else:
             with Progress() as bar:
-                task = bar.add_task("conversations", total=len(chosen) * per_scenario)
-                items = gen.run(chosen, per_scenario, lambda n, total: bar.update(task, completed=n))
-        finally:
-            gen.close()
-        meta.update(model=model, endpoint_stats=gen.stats.as_dict(), failed=gen.stats.failed[:20])
-        failed = len(gen.stats.failed)
-        typer.echo(json.dumps({"generation": gen.stats.as_dict()}))
-    path, stats = build_dataset(items, out, meta, split_seed=split_seed, val=val, test=test)
-    _print_stats(stats)
-    typer.echo(f"wrote {path}")
-    if failed:
-        typer.secho(f"{failed} conversations failed; run the same command again to generate only those",
+                task = bar.add_task("conversations", total=None)
+                result = generate_dataset(settings, lambda n, total: bar.update(task, completed=n, total=total))
+    except DataError as exc:
+        _fail(str(exc))
+    if result.endpoint_stats is not None:
+        typer.echo(json.dumps({"generation": result.endpoint_stats}))
+    _print_stats(result.stats)
+    typer.echo(f"wrote {result.path}")
+    if result.failed:
+        typer.secho(f"{len(result.failed)} conversations failed; run the same command again to generate only those",
                     fg="yellow", err=True)
         raise typer.Exit(1)
 

@@ -24,6 +24,17 @@ def test_environment_overrides(monkeypatch):
     assert (llm.url, llm.model, llm.api_key()) == ("http://judge:9000", "qwen-7b", "sk-test")
 
 
+def test_defaults_given_by_the_caller_fill_what_the_environment_leaves_unset(monkeypatch):
+    """How the study points the shipped panels at its own server without touching the environment."""
+    monkeypatch.delenv("SUPPORTKIT_JUDGE_URL", raising=False)
+    monkeypatch.setenv("SUPPORTKIT_JUDGE_MODEL", "qwen-7b")
+    defaults = {"SUPPORTKIT_JUDGE_URL": "http://127.0.0.1:4321", "SUPPORTKIT_JUDGE_MODEL": "ignored"}
+    llm = load_panel(CONFIGS / "panel-local.yaml", defaults).judges[1]
+    assert (llm.url, llm.model) == ("http://127.0.0.1:4321", "qwen-7b")
+    monkeypatch.setenv("SUPPORTKIT_JUDGE_URL", "http://judge:9000")
+    assert load_panel(CONFIGS / "panel-local.yaml", defaults).judges[1].url == "http://judge:9000"
+
+
 @pytest.mark.parametrize("text, message", [
     ("judges: [", "not valid YAML"),
     ("judges: []", "at least one judge"),
