@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from eval.ranking import Ranking
 
 PLOTS = {
     "ranking": "plot_ranking.png",
@@ -29,22 +29,22 @@ def _save(plt, fig, path: Path) -> Path:
     return path
 
 
-def plot_ranking(result: dict[str, Any], path: Path) -> Path:
-    rows = [r for r in result["targets"] if r["score"] is not None][::-1]
+def plot_ranking(result: Ranking, path: Path) -> Path:
+    rows = [r for r in result.targets if r.score is not None][::-1]
     plt, fig, ax = _figure(7, max(2.5, 0.45 * len(rows) + 1.2))
     for y, r in enumerate(rows):
-        lo, hi = r["ci"] or (r["score"], r["score"])
-        ax.errorbar(r["score"], y, xerr=[[r["score"] - lo], [hi - r["score"]]], fmt="o", capsize=4,
-                    color="tab:orange" if r["is_anchor"] else "tab:blue")
-    ax.set_yticks(range(len(rows)), [r["name"] for r in rows])
+        lo, hi = r.ci or (r.score, r.score)
+        ax.errorbar(r.score, y, xerr=[[r.score - lo], [hi - r.score]], fmt="o", capsize=4,
+                    color="tab:orange" if r.is_anchor else "tab:blue")
+    ax.set_yticks(range(len(rows)), [r.name for r in rows])
     ax.axvline(1000, color="grey", lw=0.8, ls="--")
     ax.set_xlabel("panel score (Bradley-Terry, Elo scale; anchor = 1000) with 95% CI")
     ax.set_title("Ranking")
     return _save(plt, fig, path)
 
 
-def plot_agreement(result: dict[str, Any], path: Path) -> Path:
-    judges = [j for j, v in result["judges"].items() if len(v["scores"]) >= 2]
+def plot_agreement(result: Ranking, path: Path) -> Path:
+    judges = [j for j, v in result.judges.items() if len(v.scores) >= 2]
     plt, fig, ax = _figure(5 + 0.3 * len(judges), 4)
     import numpy as np
 
@@ -52,7 +52,7 @@ def plot_agreement(result: dict[str, Any], path: Path) -> Path:
         ax.text(0.5, 0.5, "fewer than two judges ranked the targets", ha="center", transform=ax.transAxes)
         ax.set_axis_off()
         return _save(plt, fig, path)
-    taus = result["agreement"]["kendall_tau"]
+    taus = result.agreement.kendall_tau
     matrix = np.full((len(judges), len(judges)), np.nan)
     for i, a in enumerate(judges):
         for k, b in enumerate(judges):
@@ -70,15 +70,14 @@ def plot_agreement(result: dict[str, Any], path: Path) -> Path:
     return _save(plt, fig, path)
 
 
-def plot_val_loss(result: dict[str, Any], path: Path) -> Path:
+def plot_val_loss(result: Ranking, path: Path) -> Path:
     plt, fig, ax = _figure(6, 4)
-    rows = [r for r in result["targets"] if r.get("val_loss") is not None and r.get("rank")]
-    val_order = {r["name"]: i for i, r in enumerate(sorted(rows, key=lambda r: r["val_loss"]), 1)}
+    rows = [r for r in result.targets if r.val_loss is not None and r.rank]
+    val_order = {r.name: i for i, r in enumerate(sorted(rows, key=lambda r: r.val_loss), 1)}
     for r in rows:
-        ax.scatter(val_order[r["name"]], r["rank"], color="tab:blue")
-        ax.annotate(r["name"], (val_order[r["name"]], r["rank"]), textcoords="offset points", xytext=(4, 4), fontsize=8)
-    corr = result["val_loss_correlation"]
-    tau = corr["kendall_tau"]
+        ax.scatter(val_order[r.name], r.rank, color="tab:blue")
+        ax.annotate(r.name, (val_order[r.name], r.rank), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    tau = result.val_loss_correlation.kendall_tau
     ax.set_title("Panel rank vs validation-loss rank" + (f" (Kendall tau {tau:.2f})" if tau is not None else ""))
     ax.set_xlabel("rank by validation loss (1 = lowest)")
     ax.set_ylabel("panel rank (1 = best)")
@@ -87,16 +86,16 @@ def plot_val_loss(result: dict[str, Any], path: Path) -> Path:
     return _save(plt, fig, path)
 
 
-def plot_energy(result: dict[str, Any], path: Path) -> Path:
+def plot_energy(result: Ranking, path: Path) -> Path:
     plt, fig, axes = _figure(10, 4, ncols=2)
     for ax, field, label in ((axes[0], "joules_per_answer", "energy per answer (J)"),
                              (axes[1], "train_kwh", "training energy (kWh)")):
-        rows = [r for r in result["targets"] if r["score"] is not None and r.get(field) is not None]
-        front = set(result["pareto"][field])
+        rows = [r for r in result.targets if r.score is not None and getattr(r, field) is not None]
+        front = set(result.pareto[field])
         for r in rows:
-            ax.scatter(r[field], r["score"], color="tab:red" if r["name"] in front else "tab:blue")
-            ax.annotate(r["name"], (r[field], r["score"]), textcoords="offset points", xytext=(4, 4), fontsize=8)
-        line = sorted((r[field], r["score"]) for r in rows if r["name"] in front)
+            ax.scatter(getattr(r, field), r.score, color="tab:red" if r.name in front else "tab:blue")
+            ax.annotate(r.name, (getattr(r, field), r.score), textcoords="offset points", xytext=(4, 4), fontsize=8)
+        line = sorted((getattr(r, field), r.score) for r in rows if r.name in front)
         if line:
             ax.step([x for x, _ in line], [y for _, y in line], where="post", color="tab:red", lw=1)
         if not rows:
@@ -107,7 +106,7 @@ def plot_energy(result: dict[str, Any], path: Path) -> Path:
     return _save(plt, fig, path)
 
 
-def render_plots(result: dict[str, Any], out: Path) -> dict[str, Path]:
+def render_plots(result: Ranking, out: Path) -> dict[str, Path]:
     return {
         "ranking": plot_ranking(result, out / PLOTS["ranking"]),
         "agreement": plot_agreement(result, out / PLOTS["agreement"]),

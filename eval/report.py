@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from eval.plots import PLOTS, render_plots
+from eval.ranking import Ranking
 
 
 def _f(value: Any, digits: int = 1) -> str:
@@ -26,51 +27,53 @@ def _ci(ci: list[float] | None, digits: int = 1) -> str:
     return f"[{ci[0]:.{digits}f}, {ci[1]:.{digits}f}]" if ci else "-"
 
 
-def blocks(result: dict[str, Any], run_info: dict[str, Any]) -> list[tuple]:
-    targets = result["targets"]
-    judges = result["judges"]
-    rubric_judges = sorted({j for t in targets for j in t["rubric"]})
+def blocks(result: Ranking, run_info: dict[str, Any]) -> list[tuple]:
+    targets = result.targets
+    judges = result.judges
+    rubric_judges = sorted({j for t in targets for j in t.rubric})
+    agreement = result.agreement
     out: list[tuple] = [
         ("h1", "Adapter ranking"),
-        ("p", f"Endpoint {run_info.get('endpoint')} ({run_info.get('api')} route), {result['questions']} questions, "
-              f"{len(targets)} targets, anchor `{result['anchor']}`. Scores are Bradley-Terry strengths on the Elo "
-              f"scale (anchor = 1000) fitted on every judge's battles; 95% CIs from {result['bootstrap']} bootstrap "
+        ("p", f"Endpoint {run_info.get('endpoint')} ({run_info.get('api')} route), {result.questions} questions, "
+              f"{len(targets)} targets, anchor `{result.anchor}`. Scores are Bradley-Terry strengths on the Elo "
+              f"scale (anchor = 1000) fitted on every judge's battles; 95% CIs from {result.bootstrap} bootstrap "
               f"resamples of the questions."),
         ("table", ["rank", "target", "score", "95% CI", *[f"rubric {j} (1-5)" for j in rubric_judges],
                    "val loss", "J/answer", "train kWh", "Pareto"],
-         [[_f(t.get("rank")), t["name"] + (" (anchor)" if t["is_anchor"] else ""), _f(t["score"]), _ci(t["ci"]),
-           *[(_f(t["rubric"][j]["mean"], 2) + " " + _ci(t["rubric"][j]["ci"], 2))
-             if t["rubric"].get(j, {}).get("mean") is not None else "-" for j in rubric_judges],
-           _f(t["val_loss"], 4), _f(t["joules_per_answer"], 2), _f(t["train_kwh"], 3),
-           ", ".join(k for k, v in t["pareto"].items() if v) or "-"] for t in targets]),
+         [[_f(t.rank), t.name + (" (anchor)" if t.is_anchor else ""), _f(t.score), _ci(t.ci),
+           *[(_f(t.rubric[j].mean, 2) + " " + _ci(t.rubric[j].ci, 2))
+             if j in t.rubric and t.rubric[j].mean is not None else "-" for j in rubric_judges],
+           _f(t.val_loss, 4), _f(t.joules_per_answer, 2), _f(t.train_kwh, 3),
+           ", ".join(k for k, v in t.pareto.items() if v) or "-"] for t in targets]),
         ("img", "ranking", "Panel scores with 95% confidence intervals"),
         ("h2", "Judges"),
         ("table", ["judge", "kind", "model", "judgments", "missing", "position consistency", "first-position wins",
                    "tokens in/out", "cost (USD)"],
-         [[name, j["kind"], _f(j.get("model")), _f(j["judgments"]), _f(j["missing"]),
-           _f((j.get("position") or {}).get("consistency"), 2),
-           _f((j.get("position") or {}).get("first_position_win_rate"), 2),
-           f"{j['prompt_tokens']}/{j['completion_tokens']}", f"{j['cost_usd']:.4f}"] for name, j in judges.items()]),
+         [[name, j.kind, _f(j.model), _f(j.judgments), _f(j.missing),
+           _f(j.position.consistency if j.position else None, 2),
+           _f(j.position.first_position_win_rate if j.position else None, 2),
+           f"{j.prompt_tokens}/{j.completion_tokens}", f"{j.cost_usd:.4f}"] for name, j in judges.items()]),
         ("p", "A missing judgment is a verdict that stayed malformed after retries; it is left out, never scored. "
               "Position consistency: share of battles whose verdict survives swapping the answers."),
         ("h2", "Agreement between judges"),
         ("table", ["judges", "Kendall tau of their rankings"],
-         [[pair, _f(tau, 2)] for pair, tau in result["agreement"]["kendall_tau"].items()] or [["-", "-"]]),
-        ("p", f"Krippendorff's alpha (interval) on rubric scores: {_f(result['agreement']['alpha_rubric'], 3)}; "
-              f"on per-question preferences against the anchor: {_f(result['agreement']['alpha_preferences'], 3)}."),
+         [[pair, _f(tau, 2)] for pair, tau in agreement.kendall_tau.items()] or [["-", "-"]]),
+        ("p", f"Krippendorff's alpha (interval) on rubric scores: {_f(agreement.alpha_rubric, 3)}; "
+              f"on per-question preferences against the anchor: {_f(agreement.alpha_preferences, 3)}."),
         ("img", "agreement", "Kendall tau between the judges' rankings"),
         ("h2", "Panel vs validation loss"),
     ]
-    corr = result["val_loss_correlation"]
-    out.append(("p", f"Over {corr['targets']} targets with a validation loss in their manifest: Kendall tau "
-                     f"{_f(corr['kendall_tau'], 2)} (95% CI {_ci(corr['kendall_tau_ci'], 2)}), Spearman "
-                     f"{_f(corr['spearman'], 2)} (95% CI {_ci(corr['spearman_ci'], 2)}). {corr['note']}."))
+    corr = result.val_loss_correlation
+    out.append(("p", f"Over {corr.targets} targets with a validation loss in their manifest: Kendall tau "
+                     f"{_f(corr.kendall_tau, 2)} (95% CI {_ci(corr.kendall_tau_ci, 2)}), Spearman "
+                     f"{_f(corr.spearman, 2)} (95% CI {_ci(corr.spearman_ci, 2)}). {corr.note}."))
     out.append(("img", "val_loss", "Panel rank against validation-loss rank"))
     out.append(("h2", "Quality vs energy"))
-    pareto = result["pareto"]
+    pareto = result.pareto
+    sources = sorted({s for t in targets for s in (t.energy_source or [])})
     out.append(("p", f"Pareto front by energy per answer: {', '.join(pareto['joules_per_answer']) or '-'}; "
                      f"by training energy: {', '.join(pareto['train_kwh']) or '-'}. Energy per answer is what the "
-                     f"server reported (sources: {', '.join(sorted({s for t in targets for s in (t['energy_source'] or [])})) or 'none'})."))
+                     f"server reported (sources: {', '.join(sources) or 'none'})."))
     out.append(("img", "energy", "Panel score against energy, Pareto front in red"))
     return out
 
@@ -115,10 +118,10 @@ def to_html(doc: list[tuple], images: dict[str, Path]) -> str:
     return "\n".join(parts)
 
 
-def write_report(result: dict[str, Any], run_info: dict[str, Any], out: Path) -> dict[str, Path]:
+def write_report(result: Ranking, run_info: dict[str, Any], out: Path) -> dict[str, Path]:
     out = Path(out)
     ranking = out / "ranking.json"
-    ranking.write_text(json.dumps({"run": run_info, **result}, indent=2, ensure_ascii=False) + "\n")
+    ranking.write_text(json.dumps({"run": run_info, **result.to_json()}, indent=2, ensure_ascii=False) + "\n")
     images = render_plots(result, out)
     doc = blocks(result, run_info)
     (out / "report.md").write_text(to_markdown(doc), encoding="utf-8")

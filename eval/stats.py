@@ -50,14 +50,18 @@ def fit_bradley_terry(battles: Sequence[Battle], names: Sequence[str], anchor: s
     return {n: float(ELO_BASE + ELO_SCALE * beta[index[n]]) for n in present}
 
 
-def bootstrap(units: Sequence[Hashable], statistic: Callable[[list[Hashable]], dict[str, float]],
-              n_boot: int, seed: int = 0) -> dict[str, list[float]]:
-    """Values of `statistic` over `n_boot` resamples (with replacement) of the units, keyed like its output."""
+def resamples(units: Sequence[Hashable], n_boot: int, seed: int = 0) -> list[list[Hashable]]:
+    """`n_boot` resamples (with replacement) of the units, the same ones for the same seed."""
     rng = np.random.default_rng(seed)
     units = list(units)
+    return [[units[i] for i in rng.integers(0, len(units), len(units))] for _ in range(n_boot)]
+
+
+def bootstrap(units: Sequence[Hashable], statistic: Callable[[list[Hashable]], dict[str, float]],
+              n_boot: int, seed: int = 0) -> dict[str, list[float]]:
+    """Values of `statistic` over `n_boot` resamples of the units, keyed like its output."""
     samples: dict[str, list[float]] = defaultdict(list)
-    for _ in range(n_boot):
-        pick = [units[i] for i in rng.integers(0, len(units), len(units))]
+    for pick in resamples(units, n_boot, seed):
         for key, value in statistic(pick).items():
             if value is not None and not (isinstance(value, float) and math.isnan(value)):
                 samples[key].append(value)
@@ -77,8 +81,9 @@ def bt_with_ci(battles_by_unit: dict[Hashable, list[Battle]], names: Sequence[st
     def fit(units):
         return fit_bradley_terry([b for u in units for b in battles_by_unit[u]], names, anchor)
 
-    point = fit(list(battles_by_unit))
-    samples = bootstrap(list(battles_by_unit), fit, n_boot, seed) if battles_by_unit else {}
+    units = sorted(battles_by_unit, key=str)  # resamples must not depend on dict order (set order varies by process)
+    point = fit(units)
+    samples = bootstrap(units, fit, n_boot, seed) if units else {}
     return point, {n: percentile_ci(samples.get(n, [])) for n in point}, samples
 
 

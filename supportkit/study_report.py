@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from eval.plots import plot_energy, plot_val_loss
+from eval.ranking import Ranking
 from eval.report import to_html, to_markdown
 
 PLOTS = {
@@ -39,16 +40,16 @@ def module_set(modules: list[str] | None) -> str | None:
     return MODULE_SETS.get(short, "+".join(short))
 
 
-def collect(store: Path, ranking: dict, names: list[str]) -> list[dict]:
+def collect(store: Path, ranking: Ranking, names: list[str]) -> list[dict]:
     """One row per study configuration (manifest + ranking) and one for the base model."""
     from common.manifest import read_manifest
 
-    by_target = {t["name"]: t for t in ranking["targets"]}
+    by_target = {t.name: t for t in ranking.targets}
     rows = []
-    base = next((t for t in ranking["targets"] if t.get("is_base")), None)
-    for name in names + ([base["name"]] if base else []):
-        t = by_target.get(name, {})
-        row: dict[str, Any] = {"name": name, "is_base": bool(t.get("is_base"))}
+    base = next((t for t in ranking.targets if t.is_base), None)
+    for name in names + ([base.name] if base else []):
+        t = by_target.get(name)
+        row: dict[str, Any] = {"name": name, "is_base": bool(t and t.is_base)}
         if not row["is_base"]:
             m = read_manifest(store / name)
             lora, tr, met, en = m.lora, m.training, m.metrics, m.energy
@@ -61,10 +62,10 @@ def collect(store: Path, ranking: dict, names: list[str]) -> list[dict]:
                 co2_kg=en.co2_kg if en else None,
             )
         row.update(
-            score=t.get("score"), ci=t.get("ci"), rank=t.get("rank"), answers=t.get("answers"),
-            joules_per_answer=t.get("joules_per_answer"), answer_energy_sources=t.get("energy_source") or [],
-            similarity={j: v["mean"] for j, v in (t.get("reference_similarity") or {}).items()},
-            pareto=t.get("pareto") or {},
+            score=t and t.score, ci=t and t.ci, rank=t and t.rank, answers=t and t.answers,
+            joules_per_answer=t and t.joules_per_answer, answer_energy_sources=(t and t.energy_source) or [],
+            similarity={j: v.mean for j, v in t.reference_similarity.items()} if t else {},
+            pareto=t.pareto if t else {},
         )
         rows.append(row)
     return rows
@@ -155,7 +156,7 @@ def plot_grouped(rows: list[dict], key: str, order: list, colour_key: str, title
 def write_report(out: Path, eval_dir: Path, store: Path, names: list[str], meta: dict) -> dict[str, Path]:
     from eval.plots import plot_ranking
 
-    ranking = json.loads((eval_dir / "ranking.json").read_text())
+    ranking = Ranking.read(eval_dir / "ranking.json")
     rows = collect(store, ranking, names)
     rec = recommend(rows)
     images = {
@@ -166,7 +167,8 @@ def write_report(out: Path, eval_dir: Path, store: Path, names: list[str], meta:
                                 out / PLOTS["modules"]),
         "rank": plot_grouped(rows, "r", [16, 32], "modules", "Effect of the LoRA rank", out / PLOTS["rank"]),
     }
-    corr = ranking["val_loss_correlation"]
+    sections = ranking.to_json()
+    corr = sections["val_loss_correlation"]
     adapters = [r for r in rows if not r["is_base"]]
     totals = {
         "train_kwh": sum(r["train_kwh"] or 0 for r in adapters),
@@ -174,9 +176,9 @@ def write_report(out: Path, eval_dir: Path, store: Path, names: list[str], meta:
         "answer_joules": sum((r["joules_per_answer"] or 0) * (r["answers"] or 0) for r in rows),
         "answers": sum(r["answers"] or 0 for r in rows),
     }
-    study = {**meta, "configurations": rows, "val_loss_correlation": corr, "pareto": ranking["pareto"],
-             "judges": ranking["judges"], "questions": ranking["questions"], "anchor": ranking["anchor"],
-             "bootstrap": ranking["bootstrap"], "totals": totals, "recommendation": rec,
+    study = {**meta, "configurations": rows, "val_loss_correlation": corr, "pareto": sections["pareto"],
+             "judges": sections["judges"], "questions": ranking.questions, "anchor": ranking.anchor,
+             "bootstrap": ranking.bootstrap, "totals": totals, "recommendation": rec,
              "files": {"eval": str(eval_dir), "store": str(store)}}
     (out / "study.json").write_text(json.dumps(study, indent=2, ensure_ascii=False) + "\n")
     doc = blocks(study)
