@@ -9,7 +9,6 @@ Account numbers differ by operator: the pattern is configurable.
 
 from __future__ import annotations
 
-import logging
 import re
 from collections.abc import Iterable
 
@@ -113,17 +112,3 @@ class Redactor:
     def messages(self, messages: list[dict]) -> list[dict]:
         return [{**m, "content": self.redact(m.get("content") or "")} for m in messages]
 
-
-class RedactingFilter(logging.Filter):
-    """A logging filter that redacts the formatted message (install on handlers that may see customer text)."""
-
-    def __init__(self, redactor: Redactor | None = None):
-        super().__init__()
-        self.redactor = redactor or Redactor()
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        redacted = self.redactor.redact(message)
-        if redacted != message:
-            record.msg, record.args = redacted, None
-        return True

@@ -1,10 +1,8 @@
 """PII redaction on realistic support messages; non-PII that must survive unchanged."""
 
-import logging
-
 import pytest
 
-from common.redact import Redactor, RedactingFilter, iban_ok, luhn_ok
+from common.redact import Redactor, iban_ok, luhn_ok
 
 REDACTED = [
     # (text, expected)
@@ -71,9 +69,6 @@ def test_account_pattern_is_configurable():
     assert r.redact("see TEL-12345678 and account number: 12345678") == "see [ACCOUNT] and account number: 12345678"
 
 
-def test_messages_and_log_filter():
+def test_messages():
     msgs = Redactor().messages([{"role": "user", "content": "mail me: a@b.org"}])
     assert msgs == [{"role": "user", "content": "mail me: [EMAIL]"}]
-    record = logging.LogRecord("x", logging.INFO, __file__, 1, "customer %s called from %s", ("x@y.com", "+33 6 12 34 56 78"), None)
-    assert RedactingFilter().filter(record)
-    assert record.getMessage() == "customer [EMAIL] called from [PHONE]"

@@ -6,11 +6,12 @@ import json
 
 import pytest
 
+from common.journal import read_records
 from eval.answers import ANSWERS_FILE
 from eval.job import JobError, render, run_job
-from common.journal import read_records
 from eval.judging import JUDGMENTS_FILE
 from eval.settings import EvalSettings
+from eval.targets import TargetError
 from tests.eval.conftest import write_panel
 
 EXPECTED_FILES = ["answers.jsonl", "judgments.jsonl", "ranking.json", "report.md", "report.html",
@@ -106,7 +107,7 @@ def test_tgi_route_through_inference_client(scripted_factory, tmp_path):
 def test_unknown_target_is_a_clear_error(scripted_factory, tmp_path):
     server = scripted_factory()
     panel = write_panel(tmp_path / "panel.yaml", None)
-    with pytest.raises(Exception, match="not served"):
+    with pytest.raises(TargetError, match="target 'nope' is not served"):
         run_job(settings(server, panel, tmp_path / "out", targets=["nope"]), log=lambda _: None)
 
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import json
 
-from common.manifest import AdapterManifest, Energy, Metrics, write_manifest
 from common.journal import read_records
+from common.manifest import AdapterManifest, Energy, Metrics, write_manifest
 from eval.job import run_job
 from eval.settings import EvalSettings
 from tests.eval.test_job_scripted import EXPECTED_FILES
@@ -65,10 +65,9 @@ judges:
     kit = [j for j in judgments if j["judge"] == "kit-llm"]
     # rubric: 3 targets x 2 questions; pairwise: 2 adapters x 2 questions x 2 orders
     assert len(kit) == 3 * QUESTIONS + 2 * QUESTIONS * 2
-    for j in kit:  # garbage from a random model is missing, never a score
-        assert j["status"] in ("ok", "missing")
-        if j["status"] == "missing":
-            assert j.get("scores") is None and j.get("winner") is None and j["attempts"] == 2
+    for j in kit:  # 24 tokens from random weights hold no verdict: each one is missing (asked twice), never a score
+        assert j["status"] == "missing", j
+        assert j.get("scores") is None and j.get("winner") is None and j["attempts"] == 2
     assert all(j["status"] == "ok" for j in judgments if j["judge"] == "hosted-standin")
     assert sum(j["judge"] == "reference" for j in judgments) == 3 * QUESTIONS
 

@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from common.manifest import read_manifest
 from common.journal import read_records
+from common.manifest import read_manifest
 from supportkit.study_report import PLOTS, energy_sources, fmt
 from tests.study.conftest import ok, study_cli
 
