@@ -29,7 +29,7 @@ def store(adapter_store, tmp_path):
 @pytest.fixture
 def browser_page():
     if not CHROMIUM.exists():
-        pytest.skip("needs Debian's chromium (make setup installs it)")
+        pytest.skip("needs Debian's chromium (make test installs it)")
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
