@@ -9,9 +9,9 @@ from typing import Any, Callable
 
 from common.http import EndpointError, with_retries
 from common.journal import Journal
-from eval.run_counts import RunCounts
 from eval.panel import Decoding
 from eval.questions import Question
+from eval.run_counts import RunCounts
 from eval.targets import Target
 
 ANSWERS_FILE = "answers.jsonl"

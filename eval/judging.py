@@ -14,11 +14,11 @@ from typing import Any, Callable
 
 from common.http import EndpointError
 from common.journal import Journal
-from eval.run_counts import RunCounts
 from eval.llm_judge import LLMJudge
 from eval.panel import JudgeConfig, PanelConfig
 from eval.questions import Question
 from eval.reference_judge import ReferenceJudge
+from eval.run_counts import RunCounts
 from eval.targets import Target, discover
 
 JUDGMENTS_FILE = "judgments.jsonl"
