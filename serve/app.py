@@ -16,6 +16,7 @@ from serve.api import admin_routes, completions_routes, errors, openai_routes, o
 from serve.api.body_limit import BodyLimit
 from serve.api.disconnect import CancelOnDisconnect
 from serve.chat import ChatService
+from serve.engine.interface import Engine
 from serve.feedback import open_store
 from serve.handoff import HandoffRules
 from serve.metrics import Metrics
@@ -25,7 +26,7 @@ from serve.settings import ServeSettings
 log = logging.getLogger("supportkit.serve")
 
 
-def build_engine(settings: ServeSettings, model_dir):
+def build_engine(settings: ServeSettings, model_dir) -> Engine:
     if settings.engine != "local":
         from serve.engine.remote_setup import build_remote_engine
 
@@ -56,7 +57,7 @@ class RootPath:
         await self.app(scope, receive, send)
 
 
-def create_app(settings: ServeSettings, model_dir, engine=None) -> FastAPI:
+def create_app(settings: ServeSettings, model_dir, engine: Engine | None = None) -> FastAPI:
     """`engine` may be given (tests, a remote engine); else the local engine is built at start-up."""
 
     @contextlib.asynccontextmanager

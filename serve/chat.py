@@ -6,13 +6,14 @@ from its manifest, when it has them: serving then uses what the adapter was trai
 
 from __future__ import annotations
 
+from serve.engine.interface import Engine
 from serve.engine.types import GenerationRequest, SamplingParams
 from serve.errors import AdapterNotFound, InvalidRequest
 from serve.handoff import Handoff, HandoffRules
 
 
 class ChatService:
-    def __init__(self, engine, system_prompt: str, handoff_rules: HandoffRules | None = None, metrics=None):
+    def __init__(self, engine: Engine, system_prompt: str, handoff_rules: HandoffRules | None = None, metrics=None):
         self.engine = engine
         self.system_prompt = system_prompt
         self.handoff_rules = handoff_rules or HandoffRules.load()

@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 
-from serve.engine.types import GenerationResult
+from serve.engine.interface import Engine
+from serve.engine.types import GenerationRequest, GenerationResult
 from serve.errors import InvalidRequest, ServeError
 
 
@@ -25,7 +26,7 @@ def check_sampling(req) -> None:
         raise InvalidRequest("top_p must be >= 1e-6", "top_p")
 
 
-async def run(engine, req, timeout_s: float) -> GenerationResult:
+async def run(engine: Engine, req: GenerationRequest, timeout_s: float) -> GenerationResult:
     check_sampling(req)
     try:
         return await asyncio.wait_for(engine.generate(req), timeout_s)
@@ -33,7 +34,7 @@ async def run(engine, req, timeout_s: float) -> GenerationResult:
         raise Timeout(f"the generation did not finish within {timeout_s:g} s; ask for fewer tokens") from None
 
 
-async def stream_with_timeout(engine, req, timeout_s: float):
+async def stream_with_timeout(engine: Engine, req: GenerationRequest, timeout_s: float):
     """The engine's events; the stream ends with a Timeout error past the deadline (the row is freed)."""
     check_sampling(req)
     loop = asyncio.get_running_loop()
@@ -55,7 +56,7 @@ async def stream_with_timeout(engine, req, timeout_s: float):
         await events.aclose()
 
 
-async def open_stream(engine, req, timeout_s: float):
+async def open_stream(engine: Engine, req: GenerationRequest, timeout_s: float):
     """Start a generation and wait for its first event before the response begins, so that a refusal (queue
     full, unknown adapter, prompt too long, timeout) is a plain 4xx/5xx JSON answer, not an error inside a 200
     stream. Returns an async iterator over all the events, the first included."""

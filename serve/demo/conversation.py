@@ -15,6 +15,8 @@ from pathlib import Path
 import yaml
 
 from serve.api.responses import stream_with_timeout
+from serve.chat import ChatService
+from serve.engine.interface import Engine
 from serve.engine.types import GenerationResult, SamplingParams
 from serve.errors import AdapterNotFound, ServeError
 
@@ -39,13 +41,13 @@ def load_examples(path: Path = EXAMPLES) -> list[dict]:
     return yaml.safe_load(path.read_text(encoding="utf-8"))["examples"]
 
 
-def model_choices(chat) -> list[tuple[str, str]]:
+def model_choices(chat: ChatService) -> list[tuple[str, str]]:
     """(label, value) pairs: the base model first, then the loaded adapters."""
     base = chat.base_name
     return [(f"{base} (base model)", base)] + [(name, name) for name in sorted(chat.engine.adapters())]
 
 
-def describe_model(chat, model: str) -> str:
+def describe_model(chat: ChatService, model: str) -> str:
     """The system prompt the model gets, and what the adapter is, as Markdown."""
     if model == chat.base_name:
         head = f"**{model}**: the base model, without an adapter."
@@ -133,7 +135,7 @@ def error_text(model: str, exc: Exception) -> str:
     return f"**{model}**: the reply failed ({type(exc).__name__})."
 
 
-async def send(chat, engine, timeout_s: float, session: Session, message: str, models: dict[str, str],
+async def send(chat: ChatService, engine: Engine, timeout_s: float, session: Session, message: str, models: dict[str, str],
                params: SamplingParams):
     """Answer `message` on each side in `models` ({"A": model, "B": model}); yields after every token.
 

@@ -25,10 +25,11 @@ from serve.engine.adapter_files import AdapterWeights, read_adapter
 from serve.engine.detok import IncrementalDecoder, find_stop
 from serve.engine.kv_batch import BatchCache, attention_masks, left_padded
 from serve.engine.lora_slots import BatchContext, lora_dtype_for, wrap_linear_layers
+from serve.engine.prompts import PromptFormat, check_lengths
 from serve.engine.sampling import choose, process_logits
 from serve.engine.slots import SlotTable
 from serve.engine.types import GenerationRequest, GenerationResult, Timings, Token
-from serve.errors import AdapterNotFound, GenerationFailed, InvalidRequest, Overloaded, Unavailable
+from serve.errors import AdapterNotFound, GenerationFailed, Overloaded, Unavailable
 
 log = logging.getLogger("supportkit.engine")
 
@@ -87,18 +88,15 @@ class LocalEngine:
         max_queue: int = 64, max_adapters: int = 8, max_lora_rank: int = 32, max_input_tokens: int = 2048,
         max_total_tokens: int = 4096, prefill_tokens: int = 4096, meter: EnergyMeter | None = None,
     ):
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        from common.chat_template import KIT_CHAT_TEMPLATE
+        from transformers import AutoModelForCausalLM
 
         self.model_dir = check_model_dir(model_dir)
         self.name = model_name(self.model_dir)
         self.fingerprint = model_fingerprint(self.model_dir)
         self.device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
         self.dtype = pick_dtype(dtype, self.device)
-        self.tokenizer = AutoTokenizer.from_pretrained(self.model_dir)
-        if not self.tokenizer.chat_template:
-            self.tokenizer.chat_template = KIT_CHAT_TEMPLATE
+        self.prompts = PromptFormat(self.model_dir)
+        self.tokenizer = self.prompts.tokenizer
         model = AutoModelForCausalLM.from_pretrained(
             self.model_dir, dtype=self.dtype, use_safetensors=True, attn_implementation="sdpa"
         ).to(self.device)
@@ -195,12 +193,10 @@ class LocalEngine:
 
     # ---- prompts ---------------------------------------------------------------------------------------
     def render_chat(self, messages: list[dict], chat_template: str | None = None) -> str:
-        return self.tokenizer.apply_chat_template(
-            messages, chat_template=chat_template, tokenize=False, add_generation_prompt=True
-        )
+        return self.prompts.render_chat(messages, chat_template)
 
     def count_tokens(self, text: str) -> int:
-        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+        return self.prompts.count_tokens(text)
 
     # ---- requests --------------------------------------------------------------------------------------
     def _accept(self, req: GenerationRequest) -> _Row:
@@ -215,21 +211,10 @@ class LocalEngine:
                 )
         if len(self._pending) >= self.max_queue:  # cheap refusal before tokenizing
             raise Overloaded("the request queue is full; retry later")
-        ids = self.tokenizer(req.prompt, add_special_tokens=False)["input_ids"]
-        p = req.params
-        if p.truncate:
-            ids = ids[-p.truncate :]
-        if not ids:
-            raise InvalidRequest("the prompt is empty", param="inputs")
-        if len(ids) > self.max_input_tokens:
-            raise InvalidRequest(
-                f"inputs must have less than {self.max_input_tokens} tokens. Given: {len(ids)}", param="inputs"
-            )
-        if len(ids) + p.max_new_tokens > self.max_total_tokens:
-            raise InvalidRequest(
-                f"inputs tokens + max_new_tokens must be <= {self.max_total_tokens}. "
-                f"Given: {len(ids)} inputs tokens and {p.max_new_tokens} max_new_tokens", param="max_new_tokens",
-            )
+        ids = self.prompts.encode(req.prompt)
+        if req.params.truncate:
+            ids = ids[-req.params.truncate :]
+        check_lengths(len(ids), req.params, self.max_input_tokens, self.max_total_tokens)
         handle = _Handle(asyncio.get_running_loop())
         row = _Row(req=req, handle=handle, weights=weights, prompt_ids=ids, arrival=time.monotonic())
         with self._lock:
