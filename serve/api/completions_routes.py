@@ -16,7 +16,7 @@ from pydantic import Field
 
 from serve.api.deps import ChatDep, EngineDep, SettingsDep
 from serve.api.openai_schemas import OpenAISampling
-from serve.api.responses import energy_json, open_stream, result_headers, run, sse
+from serve.api.responses import closing, energy_json, open_stream, result_headers, run, sse
 from serve.engine.types import GenerationRequest, GenerationResult, SamplingParams, Token
 from serve.errors import InvalidRequest, ServeError
 
@@ -100,7 +100,7 @@ async def completions(body: CompletionRequest, chat: ChatDep, engine: EngineDep,
     def chunk(choices: list, **extra) -> str:
         return sse({"id": cid, "object": "text_completion", "created": created, "model": served, "choices": choices, **extra})
 
-    events = await open_stream(engine, req, settings.request_timeout_s)  # refusals before the stream begins
+    events = open_stream(engine, req, settings.request_timeout_s)  # refusals before the stream begins
 
     async def frames():
         offset, last = 0, None
@@ -126,4 +126,4 @@ async def completions(body: CompletionRequest, chat: ChatDep, engine: EngineDep,
                                  "invalid_request_error", "param": exc.param, "code": exc.kind}})
         yield sse("[DONE]")
 
-    return StreamingResponse(frames(), media_type="text/event-stream", headers={"x-accel-buffering": "no"})
+    return StreamingResponse(closing(frames(), events), media_type="text/event-stream", headers={"x-accel-buffering": "no"})

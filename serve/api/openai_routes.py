@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 
 from serve.api.deps import ChatDep, EngineDep, SettingsDep
 from serve.api.openai_schemas import ChatCompletionRequest
-from serve.api.responses import energy_json, open_stream, result_headers, run, sse
+from serve.api.responses import closing, energy_json, open_stream, result_headers, run, sse
 from serve.engine.types import GenerationResult
 from serve.errors import InvalidRequest, ServeError
 
@@ -59,7 +59,7 @@ async def _chat(body: ChatCompletionRequest, path_model: str | None, chat, engin
         return sse({"id": cid, "object": "chat.completion.chunk", "created": created, "model": served,
                     "choices": [{"index": 0, "delta": delta, "finish_reason": finish, **extra}]})
 
-    events = await open_stream(engine, req, settings.request_timeout_s)  # refusals (429, 400, ...) before the stream
+    events = open_stream(engine, req, settings.request_timeout_s)  # refusals (429, 400, ...) before the stream
 
     async def frames():
         yield chunk({"role": "assistant", "content": ""})
@@ -83,7 +83,7 @@ async def _chat(body: ChatCompletionRequest, path_model: str | None, chat, engin
                                  "invalid_request_error", "param": exc.param, "code": exc.kind}})
         yield sse("[DONE]")
 
-    return StreamingResponse(frames(), media_type="text/event-stream", headers={"x-accel-buffering": "no"})
+    return StreamingResponse(closing(frames(), events), media_type="text/event-stream", headers={"x-accel-buffering": "no"})
 
 
 @router.post("/v1/chat/completions")

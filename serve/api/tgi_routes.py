@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 import serve
 from serve.api.deps import ChatDep, EngineDep, SettingsDep
-from serve.api.responses import energy_json, open_stream, result_headers, run, sse
+from serve.api.responses import closing, energy_json, open_stream, result_headers, run, sse
 from serve.api.tgi_schemas import TGIRequest, token_json
 from serve.engine.types import GenerationRequest, GenerationResult
 from serve.errors import InvalidRequest, ServeError
@@ -56,7 +56,7 @@ async def _generate(body: TGIRequest, path_adapter, chat, engine, settings, as_l
 async def _stream(body: TGIRequest, path_adapter, chat, engine, settings) -> StreamingResponse:
     req = _request(body, path_adapter, chat, settings)  # errors here are plain JSON responses, before the stream
     prefix = body.inputs if body.parameters.return_full_text else ""
-    events = await open_stream(engine, req, settings.request_timeout_s)  # refusals (429, 422, ...) before the stream
+    events = open_stream(engine, req, settings.request_timeout_s)  # refusals (429, 422, ...) before the stream
 
     async def frames():
         index, last = 0, None
@@ -83,7 +83,7 @@ async def _stream(body: TGIRequest, path_adapter, chat, engine, settings) -> Str
         except ServeError as exc:
             yield sse({"error": exc.message, "error_type": exc.kind}, space=False)
 
-    return StreamingResponse(frames(), media_type="text/event-stream", headers={"x-accel-buffering": "no"})
+    return StreamingResponse(closing(frames(), events), media_type="text/event-stream", headers={"x-accel-buffering": "no"})
 
 
 @router.post("/generate")

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import yaml
 
-from serve.api.responses import stream_with_timeout
+from serve.api.responses import open_stream
 from serve.chat import ChatService
 from serve.engine.interface import Engine
 from serve.engine.types import GenerationResult, SamplingParams
@@ -110,6 +110,7 @@ async def _merge(streams: dict[str, object]):
         except Exception as exc:  # reported on the page, next to the side it belongs to
             await queue.put((key, None, exc))
         finally:
+            await it.aclose()  # a side cut short frees its row
             await queue.put((key, _DONE, None))
 
     tasks = [asyncio.create_task(pump(k, it)) for k, it in streams.items()]
@@ -150,7 +151,12 @@ async def send(chat: ChatService, engine: Engine, timeout_s: float, session: Ses
             requests[side] = (messages, chat.request(messages, model, params))
         except ServeError as exc:
             errors[side] = error_text(model, exc)
-    streams = {side: stream_with_timeout(engine, req, timeout_s) for side, (_, req) in requests.items()}
+    streams = {}
+    for side, (_, req) in list(requests.items()):
+        try:
+            streams[side] = open_stream(engine, req, timeout_s)
+        except ServeError as exc:
+            errors[side] = error_text(models[side], exc)
     for side in streams:
         texts[side] = ""
     yield texts, errors

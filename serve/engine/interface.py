@@ -2,7 +2,8 @@
 
 Two engines implement it: `serve.engine.local.LocalEngine` (transformers + peft in this process) and
 `serve.engine.remote.RemoteEngine` (a TGI, LoRAX or vLLM deployment over HTTP). Both render prompts and check
-lengths with one `serve.engine.prompts.PromptFormat`.
+lengths with one `serve.engine.prompts.PromptFormat`. Engines subclass it for `stream` and `generate`, which are
+`submit` read two ways.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from serve.engine.adapter_files import AdapterWeights
+from serve.engine.generation import Generation
 from serve.engine.types import GenerationRequest, GenerationResult, Token
 
 
@@ -43,6 +45,15 @@ class Engine(Protocol):
 
     def count_tokens(self, text: str) -> int: ...
 
-    def stream(self, req: GenerationRequest) -> AsyncIterator[Token | GenerationResult]: ...
+    def submit(self, req: GenerationRequest, timeout_s: float | None = None) -> Generation:
+        """Validate the request and resolve its adapter once, then queue it; raises ServeError (unknown adapter,
+        prompt too long, queue full, engine down) before any answer begins. Past `timeout_s` the engine drops the
+        request and its events end with a Timeout error."""
+        ...
 
-    async def generate(self, req: GenerationRequest) -> GenerationResult: ...
+    def stream(self, req: GenerationRequest, timeout_s: float | None = None) -> AsyncIterator[Token | GenerationResult]:
+        """Token events as they are produced, then one GenerationResult."""
+        return self.submit(req, timeout_s)
+
+    async def generate(self, req: GenerationRequest, timeout_s: float | None = None) -> GenerationResult:
+        return await self.submit(req, timeout_s).result()

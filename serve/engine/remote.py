@@ -22,11 +22,13 @@ from common.models import model_fingerprint, model_name
 from serve.engine.adapter_files import AdapterWeights, read_adapter
 from serve.engine.remote_energy import CounterEnergy
 from common.http import EndpointError, with_retries
+from serve.engine.generation import Generation
+from serve.engine.interface import Engine
 from serve.engine.prompts import PromptFormat, check_lengths
 from serve.engine.remote_backends import BACKENDS
 from serve.engine.remote_protocols import Finish, RemoteInfo, error_from_body
 from serve.engine.types import GenerationRequest, GenerationResult, Timings, Token
-from serve.errors import AdapterInvalid, AdapterNotFound, GenerationFailed, ServeError, Unavailable
+from serve.errors import AdapterInvalid, AdapterNotFound, GenerationFailed, ServeError, Timeout, Unavailable
 
 log = logging.getLogger("supportkit.engine.remote")
 RETRIED = (502, 503, 504)
@@ -57,7 +59,7 @@ def check_prompt_dir(path: Path) -> Path:
     return path
 
 
-class RemoteEngine:
+class RemoteEngine(Engine):
     def __init__(
         self, model_dir: Path, kind: str, url: str, timeout_s: float = 60.0, health_interval_s: float = 2.0,
         max_lora_rank: int = 64, max_input_tokens: int = 2048, max_total_tokens: int = 4096,
@@ -241,10 +243,14 @@ class RemoteEngine:
         weights = self.adapters().get(req.adapter) if req.adapter else None
         return self.backend.events(self._client(), req, weights.path if weights else None, self.info, self.name)
 
-    async def stream(self, req: GenerationRequest):
-        """Yield Token events as the remote sends them, then one GenerationResult."""
+    def submit(self, req: GenerationRequest, timeout_s: float | None = None) -> Generation:
+        """Refuse here what the remote would refuse; the remote is asked once the events are read."""
         prompt_tokens = self._check(req)
         arrival = time.monotonic()
+        return Generation(self._run(req, prompt_tokens, arrival, arrival + timeout_s if timeout_s else None))
+
+    async def _run(self, req: GenerationRequest, prompt_tokens: int, arrival: float, deadline: float | None):
+        """Token events as the remote sends them, then one GenerationResult; past the deadline, a Timeout."""
         first = None
         tokens: list[Token] = []
         self._running[req.id] = req.adapter
@@ -267,6 +273,8 @@ class RemoteEngine:
                             self._tasks.add(task)
                             task.add_done_callback(self._tasks.discard)
                     first = first or time.monotonic()
+                    if deadline is not None and time.monotonic() > deadline:
+                        raise Timeout(f"the generation did not finish within {deadline - arrival:g} s; ask for fewer tokens")
                     yield event
             except (httpx.ReadTimeout, httpx.WriteTimeout) as exc:
                 raise GenerationFailed(f"the {self.kind} engine at {self.url} sent nothing for "
@@ -280,6 +288,8 @@ class RemoteEngine:
                 raise GenerationFailed(f"the {self.kind} engine at {self.url} sent an answer this server cannot read "
                                        f"({type(exc).__name__}: {exc}); is --engine right?") from None
             raise GenerationFailed(f"the {self.kind} engine ended the generation without a result")
+        except Timeout:
+            raise  # cut short, counted as cancelled below (as locally)
         except ServeError:
             failed = True  # reported to the client (and counted) by the HTTP layer
             raise
@@ -314,9 +324,3 @@ class RemoteEngine:
             seed=req.params.seed, adapter=req.adapter,
             timings=Timings(first_token_s=(first or now) - arrival, inference_s=now - arrival, total_s=now - arrival),
         )
-
-    async def generate(self, req: GenerationRequest) -> GenerationResult:
-        async for event in self.stream(req):
-            if isinstance(event, GenerationResult):
-                return event
-        raise GenerationFailed("generation ended without a result")

@@ -55,3 +55,32 @@ def test_remote_control_calls_retry_then_say_unavailable(tiny_model):
     with pytest.raises(Unavailable):
         engine._get("http://remote.test/info", attempts=2)
     assert calls == ["/info", "/info"]
+
+
+def test_submit_refuses_at_once_and_the_loop_enforces_the_deadline(tiny_model):
+    """submit() raises its refusal synchronously; a request past its deadline is dropped by the engine loop
+    (a Timeout for the caller, "cancelled" for the metrics) and its row freed."""
+    import asyncio
+
+    from serve.engine.local import LocalEngine
+    from serve.engine.types import GenerationRequest
+    from serve.errors import AdapterNotFound, Timeout
+
+    engine = LocalEngine(tiny_model, dtype="float32")
+    finished = []
+    engine.on_finish = finished.append
+    engine.start()
+    try:
+        async def scenario():
+            with pytest.raises(AdapterNotFound):
+                engine.submit(GenerationRequest("hello", "nope"))
+            long = GenerationRequest("hello", None, SamplingParams(max_new_tokens=3000, ignore_eos=True))
+            with pytest.raises(Timeout, match="within 0.3 s"):
+                await engine.generate(long, timeout_s=0.3)
+
+        asyncio.run(scenario())
+        assert [r.finish_reason for r in finished] == ["cancelled"]
+        assert 0 < finished[0].generated_tokens < 3000
+        assert engine.stats()["batch_size"] == 0
+    finally:
+        engine.stop()
