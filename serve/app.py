@@ -7,7 +7,7 @@ import contextlib
 import logging
 
 from fastapi import FastAPI
-from fastapi.responses import Response
+from fastapi.responses import PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 import serve
@@ -99,7 +99,7 @@ def create_app(settings: ServeSettings, model_dir, engine: Engine | None = None)
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"],
                            allow_headers=["Authorization", "Content-Type"])
 
-    @app.get("/metrics", tags=["monitoring"])
+    @app.get("/metrics", tags=["monitoring"], response_class=PlainTextResponse)
     async def metrics_endpoint():
         """Prometheus text format."""
         return Response(generate_latest(app.state.metrics.registry), media_type=CONTENT_TYPE_LATEST)

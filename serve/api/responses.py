@@ -67,7 +67,3 @@ def result_headers(result: GenerationResult, device: str) -> dict[str, str]:
     if result.energy_joules is not None:
         headers["x-energy-joules"] = f"{result.energy_joules:.6f}"
     return headers
-
-
-def energy_json(result: GenerationResult) -> dict:
-    return {"joules": result.energy_joules, "source": result.energy_source}
