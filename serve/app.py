@@ -7,7 +7,7 @@ import contextlib
 import logging
 
 from fastapi import FastAPI
-from fastapi.responses import Response
+from fastapi.responses import PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 import serve
@@ -16,6 +16,7 @@ from serve.api import admin_routes, completions_routes, errors, openai_routes, o
 from serve.api.body_limit import BodyLimit
 from serve.api.disconnect import CancelOnDisconnect
 from serve.chat import ChatService
+from serve.engine.interface import Engine
 from serve.feedback import open_store
 from serve.handoff import HandoffRules
 from serve.metrics import Metrics
@@ -25,7 +26,7 @@ from serve.settings import ServeSettings
 log = logging.getLogger("supportkit.serve")
 
 
-def build_engine(settings: ServeSettings, model_dir):
+def build_engine(settings: ServeSettings, model_dir) -> Engine:
     if settings.engine != "local":
         from serve.engine.remote_setup import build_remote_engine
 
@@ -56,7 +57,7 @@ class RootPath:
         await self.app(scope, receive, send)
 
 
-def create_app(settings: ServeSettings, model_dir, engine=None) -> FastAPI:
+def create_app(settings: ServeSettings, model_dir, engine: Engine | None = None) -> FastAPI:
     """`engine` may be given (tests, a remote engine); else the local engine is built at start-up."""
 
     @contextlib.asynccontextmanager
@@ -98,7 +99,7 @@ def create_app(settings: ServeSettings, model_dir, engine=None) -> FastAPI:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"],
                            allow_headers=["Authorization", "Content-Type"])
 
-    @app.get("/metrics", tags=["monitoring"])
+    @app.get("/metrics", tags=["monitoring"], response_class=PlainTextResponse)
     async def metrics_endpoint():
         """Prometheus text format."""
         return Response(generate_latest(app.state.metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -6,13 +6,14 @@ from its manifest, when it has them: serving then uses what the adapter was trai
 
 from __future__ import annotations
 
+from serve.engine.interface import Engine
 from serve.engine.types import GenerationRequest, SamplingParams
 from serve.errors import AdapterNotFound, InvalidRequest
 from serve.handoff import Handoff, HandoffRules
 
 
 class ChatService:
-    def __init__(self, engine, system_prompt: str, handoff_rules: HandoffRules | None = None, metrics=None):
+    def __init__(self, engine: Engine, system_prompt: str, handoff_rules: HandoffRules | None = None, metrics=None):
         self.engine = engine
         self.system_prompt = system_prompt
         self.handoff_rules = handoff_rules or HandoffRules.load()
@@ -34,17 +35,22 @@ class ChatService:
         return model
 
     def system_prompt_for(self, adapter: str | None) -> str:
-        weights = self.engine.adapters().get(adapter) if adapter else None
+        return self._system_prompt(self.engine.adapters().get(adapter) if adapter else None)
+
+    def _system_prompt(self, weights) -> str:
         return (weights.system_prompt if weights and weights.system_prompt else None) or self.system_prompt
 
-    def prompt(self, messages: list[dict], adapter: str | None) -> str:
+    def prompt(self, messages: list[dict], adapter: str | None, weights=None) -> str:
+        """The rendered prompt, with the adapter's own system prompt and template (`weights`, when the caller has
+        looked the adapter up already)."""
         if not messages:
             raise InvalidRequest("messages must not be empty", param="messages")
         if messages[-1]["role"] == "assistant":
             raise InvalidRequest("the last message must come from the user", param="messages")
+        if weights is None and adapter:
+            weights = self.engine.adapters().get(adapter)
         if not any(m["role"] == "system" for m in messages):
-            messages = [{"role": "system", "content": self.system_prompt_for(adapter)}, *messages]
-        weights = self.engine.adapters().get(adapter) if adapter else None
+            messages = [{"role": "system", "content": self._system_prompt(weights)}, *messages]
         template = weights.chat_template if weights and weights.chat_template else None
         try:
             return self.engine.render_chat(messages, template)
@@ -53,7 +59,8 @@ class ChatService:
 
     def request(self, messages: list[dict], model: str | None, params: SamplingParams) -> GenerationRequest:
         adapter = self.adapter_for(model)
-        return GenerationRequest(prompt=self.prompt(messages, adapter), adapter=adapter, params=params)
+        weights = self.engine.adapters().get(adapter) if adapter else None  # looked up once for prompt and template
+        return GenerationRequest(prompt=self.prompt(messages, adapter, weights), adapter=adapter, params=params)
 
     def handoff(self, customer_text: str, reply_text: str, adapter: str | None) -> Handoff:
         """Flag a turn that hands the customer to a human (counted in the hand-off metric)."""

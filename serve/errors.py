@@ -35,3 +35,9 @@ class Unavailable(ServeError):
 
 class GenerationFailed(ServeError):
     status, kind = 424, "generation"
+
+
+class Timeout(ServeError):
+    """The request's deadline (the server's request timeout) passed; the engine dropped its row."""
+
+    status, kind = 504, "timeout"

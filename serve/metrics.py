@@ -13,6 +13,8 @@ import time
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
+from serve.engine.interface import Engine
+
 LATENCY = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 PER_TOKEN = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28)
 TOKENS = (1, 4, 16, 64, 128, 256, 512, 1024, 2048, 4096)
@@ -20,7 +22,7 @@ JOULES = (0.01, 0.03, 0.1, 0.3, 1, 3, 10, 30, 100, 300, 1000)
 
 
 class Metrics:
-    def __init__(self, engine, max_adapters: int = 20):
+    def __init__(self, engine: Engine, max_adapters: int = 20):
         self.engine = engine
         self.max_adapters = max_adapters
         self._labels: set[str] = set()
@@ -89,7 +91,7 @@ class Metrics:
 class _EngineCollector:
     """Gauges read from the engine at scrape time: queue, batch, adapters, idle energy."""
 
-    def __init__(self, engine):
+    def __init__(self, engine: Engine):
         self.engine = engine
 
     def collect(self):

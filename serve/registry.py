@@ -14,13 +14,14 @@ from pathlib import Path
 
 from common.adapter_store import adapter_dirs
 from serve.engine.adapter_files import check_name
+from serve.engine.interface import Engine
 from serve.errors import AdapterInvalid, AdapterNotFound, ServeError
 
 log = logging.getLogger("supportkit.registry")
 
 
 class AdapterRegistry:
-    def __init__(self, engine, store: Path | None, metrics=None):
+    def __init__(self, engine: Engine, store: Path | None, metrics=None):
         self.engine = engine
         self.store = store.resolve() if store else None
         self.metrics = metrics

@@ -15,13 +15,15 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import Field
 
 from serve.api.deps import ChatDep, EngineDep, SettingsDep
-from serve.api.openai_schemas import OpenAISampling
-from serve.api.responses import energy_json, open_stream, result_headers, run, sse
+from serve.api.errors import OpenAIRoute
+from serve.api.openai_schemas import Completion, OpenAISampling
+from serve.api.openapi_docs import streams
+from serve.api.responses import closing, open_stream, result_headers, run, sse
+from serve.api.serving import OPENAI_FINISH, check_limits, energy, hold_last, openai_error_event, usage
 from serve.engine.types import GenerationRequest, GenerationResult, SamplingParams, Token
 from serve.errors import InvalidRequest, ServeError
 
-router = APIRouter(tags=["OpenAI"])
-FINISH = {"eos_token": "stop", "stop_sequence": "stop", "length": "length", "cancelled": "stop"}
+router = APIRouter(tags=["OpenAI"], route_class=OpenAIRoute)
 
 
 class CompletionRequest(OpenAISampling):
@@ -67,63 +69,48 @@ def _stop_reason(result: GenerationResult, stops: list[str]) -> str | None:
     return stops[0] if len(stops) == 1 else "stop_sequence"
 
 
-@router.post("/v1/completions")
+@router.post("/v1/completions", response_model=Completion, openapi_extra=streams(Completion))
 async def completions(body: CompletionRequest, chat: ChatDep, engine: EngineDep, settings: SettingsDep):
     """Complete a raw prompt with the base model or an adapter (`model` = the adapter's name)."""
     if body.echo:
         raise InvalidRequest("echo is not supported", "echo")
-    if body.max_tokens and body.max_tokens > settings.max_new_tokens:
-        raise InvalidRequest(f"max_tokens must be <= {settings.max_new_tokens}. Given: {body.max_tokens}", "max_tokens")
     params = body.sampling()
-    if len(params.stop) > settings.max_stop_sequences:
-        raise InvalidRequest(f"stop supports at most {settings.max_stop_sequences} sequences", "stop")
+    check_limits(settings, body.max_tokens, "max_tokens", params.stop)
     req = GenerationRequest(prompt=body.text(), adapter=chat.adapter_for(body.model), params=params)
-    served = body.model or chat.base_name
-    cid, created = f"cmpl-{uuid.uuid4().hex}", int(time.time())
+    head = {"id": f"cmpl-{uuid.uuid4().hex}", "object": "text_completion", "created": int(time.time()),
+            "model": body.model or chat.base_name}
     as_ids, want_logprobs = body.return_tokens_as_token_ids, body.logprobs is not None
 
-    def usage(result: GenerationResult) -> dict:
-        return {"prompt_tokens": result.prompt_tokens, "completion_tokens": result.generated_tokens,
-                "total_tokens": result.prompt_tokens + result.generated_tokens}
+    def choice(text: str, result: GenerationResult | None, tokens: list[Token], offset: int) -> dict:
+        return {"index": 0, "text": text, "finish_reason": OPENAI_FINISH[result.finish_reason] if result else None,
+                "stop_reason": _stop_reason(result, params.stop) if result else None,
+                "logprobs": _logprobs(tokens, as_ids, offset) if want_logprobs and tokens else None}
 
     if not body.stream:
         result = await run(engine, req, settings.request_timeout_s)
-        choice = {"index": 0, "text": result.text, "finish_reason": FINISH[result.finish_reason],
-                  "stop_reason": _stop_reason(result, params.stop),
-                  "logprobs": _logprobs(result.tokens, as_ids, 0) if want_logprobs else None}
-        payload = {"id": cid, "object": "text_completion", "created": created, "model": served, "choices": [choice],
-                   "usage": usage(result), "energy": energy_json(result)}
-        return JSONResponse(payload, headers=result_headers(result, engine.device))
+        payload = Completion(**head, choices=[choice(result.text, result, result.tokens, 0)], usage=usage(result),
+                             energy=energy(result))
+        return JSONResponse(payload.json_body(), headers=result_headers(result, engine.device))
 
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
 
-    def chunk(choices: list, **extra) -> str:
-        return sse({"id": cid, "object": "text_completion", "created": created, "model": served, "choices": choices, **extra})
+    def chunk(**fields) -> str:
+        return sse(Completion(**head, **fields).json_body())
 
-    events = await open_stream(engine, req, settings.request_timeout_s)  # refusals before the stream begins
+    events = open_stream(engine, req, settings.request_timeout_s)  # refusals before the stream begins
 
     async def frames():
-        offset, last = 0, None
+        offset = 0
         try:
-            async for event in events:
-                done = isinstance(event, GenerationResult)
-                if done or not event.last:  # the last token is sent with the finish reason, which follows at once
-                    token = last if done else event
-                    choice = {"index": 0, "text": token.text if token else "",
-                              "finish_reason": FINISH[event.finish_reason] if done else None,
-                              "stop_reason": _stop_reason(event, params.stop) if done else None,
-                              "logprobs": _logprobs([token], as_ids, offset) if want_logprobs and token else None}
-                    offset += len(token.text) if token else 0
-                    yield chunk([choice], **({"energy": energy_json(event)} if done else {}))
-                if done:
-                    if include_usage:
-                        yield chunk([], usage=usage(event), energy=energy_json(event))
-                    break
-                if event.last:
-                    last = event
+            async for token, result in hold_last(events):  # the last token goes with the finish reason
+                tokens = [token] if token else []
+                yield chunk(choices=[choice(token.text if token else "", result, tokens, offset)],
+                            **({"energy": energy(result)} if result else {}))
+                offset += len(token.text) if token else 0
+                if result and include_usage:
+                    yield chunk(choices=[], usage=usage(result), energy=energy(result))
         except ServeError as exc:
-            yield sse({"error": {"message": exc.message, "type": "server_error" if exc.status >= 500 else
-                                 "invalid_request_error", "param": exc.param, "code": exc.kind}})
+            yield openai_error_event(exc)
         yield sse("[DONE]")
 
-    return StreamingResponse(frames(), media_type="text/event-stream", headers={"x-accel-buffering": "no"})
+    return StreamingResponse(closing(frames(), events), media_type="text/event-stream", headers={"x-accel-buffering": "no"})

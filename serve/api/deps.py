@@ -9,6 +9,7 @@ from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from serve.chat import ChatService
+from serve.engine.interface import Engine
 from serve.metrics import Metrics
 from serve.registry import AdapterRegistry
 from serve.settings import ServeSettings
@@ -22,7 +23,7 @@ def _state(name: str):
 
 
 SettingsDep = Annotated[ServeSettings, Depends(_state("settings"))]
-EngineDep = Annotated[object, Depends(_state("engine"))]
+EngineDep = Annotated[Engine, Depends(_state("engine"))]
 ChatDep = Annotated[ChatService, Depends(_state("chat"))]
 RegistryDep = Annotated[AdapterRegistry, Depends(_state("registry"))]
 MetricsDep = Annotated[Metrics, Depends(_state("metrics"))]

@@ -7,6 +7,7 @@ import logging
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException
 
 from serve.errors import InvalidRequest, ServeError
@@ -14,19 +15,51 @@ from serve.errors import InvalidRequest, ServeError
 log = logging.getLogger("supportkit.api")
 
 
+class TGIRoute(APIRoute):
+    """A route of the TGI API (and admin): TGI-shaped errors. Each router says which protocol it speaks with its
+    route class; the error handlers read it from the matched route, and /openapi.json from `x-protocol`."""
+
+    protocol = "tgi"
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.openapi_extra = {**(self.openapi_extra or {}), "x-protocol": self.protocol}
+
+
+class OpenAIRoute(TGIRoute):
+    protocol = "openai"
+
+
 def is_openai(request: Request) -> bool:
-    return "/v1/" in request.url.path
+    """The protocol of the route the request reached; a request that reached none (404) is judged by its path."""
+    protocol = getattr(request.scope.get("route"), "protocol", None)
+    if protocol is not None:
+        return protocol == "openai"
+    path = request.scope.get("path", "")
+    root = request.scope.get("root_path", "")
+    if root and path.startswith(root):
+        path = path[len(root):]
+    return path.startswith("/v1/")
+
+
+def openai_error(status: int, message: str, kind: str, param: str | None = None) -> tuple[int, dict]:
+    """OpenAI's status and body for an error of `kind` (TGI's error_type names)."""
+    if status in (400, 422) and kind in ("validation", "adapter_invalid"):
+        status = 400  # OpenAI answers invalid parameters with 400
+    openai_type = "invalid_request_error" if status < 500 else "server_error"
+    code = {"adapter_not_found": "model_not_found", "overloaded": "rate_limit_exceeded"}.get(kind, kind)
+    return status, {"error": {"message": message, "type": openai_type, "param": param, "code": code}}
+
+
+def tgi_error(message: str, kind: str) -> dict:
+    return {"error": message, "error_type": kind}
 
 
 def error_response(request: Request, status: int, message: str, kind: str, param: str | None = None) -> JSONResponse:
     if is_openai(request):
-        if status in (400, 422) and kind in ("validation", "adapter_invalid"):
-            status = 400  # OpenAI answers invalid parameters with 400
-        openai_type = "invalid_request_error" if status < 500 else "server_error"
-        code = {"adapter_not_found": "model_not_found", "overloaded": "rate_limit_exceeded"}.get(kind, kind)
-        body = {"error": {"message": message, "type": openai_type, "param": param, "code": code}}
+        status, body = openai_error(status, message, kind, param)
     else:
-        body = {"error": message, "error_type": kind}
+        body = tgi_error(message, kind)
     # Overload and unavailability are temporary: tell clients when to try again rather than at once.
     headers = {"Retry-After": "1"} if status in (429, 503) else None
     return JSONResponse(body, status_code=status, headers=headers)

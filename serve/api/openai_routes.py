@@ -9,13 +9,15 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from serve.api.deps import ChatDep, EngineDep, SettingsDep
-from serve.api.openai_schemas import ChatCompletionRequest
-from serve.api.responses import energy_json, open_stream, result_headers, run, sse
+from serve.api.errors import OpenAIRoute
+from serve.api.openai_schemas import ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, ModelCard, ModelList
+from serve.api.openapi_docs import streams
+from serve.api.responses import closing, open_stream, result_headers, run, sse
+from serve.api.serving import OPENAI_FINISH, check_limits, energy, openai_error_event, usage
 from serve.engine.types import GenerationResult
-from serve.errors import InvalidRequest, ServeError
+from serve.errors import ServeError
 
-router = APIRouter(tags=["OpenAI"])
-FINISH = {"eos_token": "stop", "stop_sequence": "stop", "length": "length", "cancelled": "stop"}
+router = APIRouter(tags=["OpenAI"], route_class=OpenAIRoute)
 
 
 def _logprobs(tokens) -> dict:
@@ -26,89 +28,73 @@ def _logprobs(tokens) -> dict:
     ]}
 
 
-def _usage(result: GenerationResult) -> dict:
-    return {"prompt_tokens": result.prompt_tokens, "completion_tokens": result.generated_tokens,
-            "total_tokens": result.prompt_tokens + result.generated_tokens}
-
-
 async def _chat(body: ChatCompletionRequest, path_model: str | None, chat, engine, settings):
     model = path_model or body.model
-    limit = body.max_completion_tokens or body.max_tokens
-    if limit and limit > settings.max_new_tokens:
-        raise InvalidRequest(f"max_tokens must be <= {settings.max_new_tokens}. Given: {limit}", "max_tokens")
     params = body.sampling(settings.default_max_new_tokens)
-    if len(params.stop) > settings.max_stop_sequences:
-        raise InvalidRequest(f"stop supports at most {settings.max_stop_sequences} sequences", "stop")
+    check_limits(settings, body.max_completion_tokens or body.max_tokens, "max_tokens", params.stop)
     messages = body.chat_messages()
     req = chat.request(messages, model, params)
     served = model or chat.base_name
-    cid, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
+    head = {"id": f"chatcmpl-{uuid.uuid4().hex}", "created": int(time.time()), "model": served}
 
     if not body.stream:
         result = await run(engine, req, settings.request_timeout_s)
         choice = {"index": 0, "message": {"role": "assistant", "content": result.text},
-                  "finish_reason": FINISH[result.finish_reason], "logprobs": _logprobs(result.tokens) if body.logprobs else None}
-        payload = {"id": cid, "object": "chat.completion", "created": created, "model": served, "choices": [choice],
-                   "usage": _usage(result), "energy": energy_json(result),
-                   "handoff": chat.handoff_for_messages(messages, result.text, req.adapter).json()}
-        return JSONResponse(payload, headers=result_headers(result, engine.device))
+                  "finish_reason": OPENAI_FINISH[result.finish_reason],
+                  "logprobs": _logprobs(result.tokens) if body.logprobs else None}
+        payload = ChatCompletion(**head, object="chat.completion", choices=[choice], usage=usage(result), energy=energy(result),
+                                 handoff=chat.handoff_for_messages(messages, result.text, req.adapter).json())
+        return JSONResponse(payload.json_body(), headers=result_headers(result, engine.device))
 
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
 
-    def chunk(delta: dict, finish=None, **extra) -> str:
-        return sse({"id": cid, "object": "chat.completion.chunk", "created": created, "model": served,
-                    "choices": [{"index": 0, "delta": delta, "finish_reason": finish, **extra}]})
+    def chunk(**fields) -> str:
+        return sse(ChatCompletionChunk(**head, object="chat.completion.chunk", **fields).json_body())
 
-    events = await open_stream(engine, req, settings.request_timeout_s)  # refusals (429, 400, ...) before the stream
+    events = open_stream(engine, req, settings.request_timeout_s)  # refusals (429, 400, ...) before the stream
 
     async def frames():
-        yield chunk({"role": "assistant", "content": ""})
+        yield chunk(choices=[{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}])
         try:
             async for event in events:
                 if isinstance(event, GenerationResult):
-                    final = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": served,
-                             "choices": [{"index": 0, "delta": {}, "finish_reason": FINISH[event.finish_reason]}],
-                             "energy": energy_json(event),
-                             "handoff": chat.handoff_for_messages(messages, event.text, req.adapter).json()}
-                    yield sse(final)
+                    yield chunk(choices=[{"index": 0, "delta": {}, "finish_reason": OPENAI_FINISH[event.finish_reason]}],
+                                energy=energy(event),
+                                handoff=chat.handoff_for_messages(messages, event.text, req.adapter).json())
                     if include_usage:
-                        yield sse({"id": cid, "object": "chat.completion.chunk", "created": created, "model": served,
-                                   "choices": [], "usage": _usage(event), "energy": energy_json(event)})
+                        yield chunk(choices=[], usage=usage(event), energy=energy(event))
                     break
                 if event.text:
                     extra = {"logprobs": _logprobs([event])} if body.logprobs else {}
-                    yield chunk({"content": event.text}, **extra)
+                    yield chunk(choices=[{"index": 0, "delta": {"content": event.text}, "finish_reason": None, **extra}])
         except ServeError as exc:
-            yield sse({"error": {"message": exc.message, "type": "server_error" if exc.status >= 500 else
-                                 "invalid_request_error", "param": exc.param, "code": exc.kind}})
+            yield openai_error_event(exc)
         yield sse("[DONE]")
 
-    return StreamingResponse(frames(), media_type="text/event-stream", headers={"x-accel-buffering": "no"})
+    return StreamingResponse(closing(frames(), events), media_type="text/event-stream", headers={"x-accel-buffering": "no"})
 
 
-@router.post("/v1/chat/completions")
+@router.post("/v1/chat/completions", response_model=ChatCompletion, openapi_extra=streams(ChatCompletionChunk))
 async def chat_completions(body: ChatCompletionRequest, chat: ChatDep, engine: EngineDep, settings: SettingsDep):
     """Chat with the base model or an adapter (`model` = the adapter's name)."""
     return await _chat(body, None, chat, engine, settings)
 
 
-@router.post("/adapters/{name}/v1/chat/completions")
+@router.post("/adapters/{name}/v1/chat/completions", response_model=ChatCompletion, openapi_extra=streams(ChatCompletionChunk))
 async def adapter_chat_completions(name: str, body: ChatCompletionRequest, chat: ChatDep, engine: EngineDep, settings: SettingsDep):
     """Chat with one adapter, whatever `model` says (for clients whose base URL fixes the adapter)."""
     return await _chat(body, name, chat, engine, settings)
 
 
-@router.get("/v1/models")
+@router.get("/v1/models", response_model=ModelList)
 async def models(engine: EngineDep):
     """The base model and every loaded adapter (`parent` = the base model), with adapters' manifests."""
-    created = int(time.time())
-    data = [{"id": engine.name, "object": "model", "created": created, "owned_by": "supportkit", "root": engine.name,
-             "parent": None, "max_model_len": engine.max_total_tokens}]
+    card = {"object": "model", "created": int(time.time()), "owned_by": "supportkit", "max_model_len": engine.max_total_tokens}
+    data = [ModelCard(id=engine.name, root=engine.name, parent=None, **card)]
     for name, weights in sorted(engine.adapters().items()):
-        entry = {"id": name, "object": "model", "created": created, "owned_by": "supportkit", "root": name,
-                 "parent": engine.name, "max_model_len": engine.max_total_tokens,
-                 "lora": {"r": weights.rank, "alpha": weights.alpha, "target_modules": weights.target_modules}}
+        entry = ModelCard(id=name, root=name, parent=engine.name, **card,
+                          lora={"r": weights.rank, "alpha": weights.alpha, "target_modules": weights.target_modules})
         if weights.manifest:
-            entry["manifest"] = {k: v for k, v in weights.manifest.items() if k not in ("command", "chat_template")}
+            entry.manifest = {k: v for k, v in weights.manifest.items() if k not in ("command", "chat_template")}
         data.append(entry)
-    return {"object": "list", "data": data}
+    return JSONResponse(ModelList(object="list", data=data).json_body())

@@ -1,4 +1,5 @@
-"""OpenAI chat-completions request body (vLLM's extras `top_k` and `repetition_penalty` accepted)."""
+"""OpenAI request and response bodies: chat completions, completions, models (vLLM's extras `top_k` and
+`repetition_penalty` accepted), and the error body."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from serve.api.schemas import Body, Energy, Handoff
 from serve.engine.types import SamplingParams
 
 
@@ -81,3 +83,135 @@ class ChatCompletionRequest(OpenAISampling):
 
     def chat_messages(self) -> list[dict]:
         return [m.as_dict() for m in self.messages]
+
+
+# ---- responses ------------------------------------------------------------------------------------------------
+class Usage(BaseModel):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class TopLogprob(BaseModel):
+    token: str
+    logprob: float | None
+    bytes: list[int]
+
+
+class TokenLogprob(TopLogprob):
+    top_logprobs: list[TopLogprob]
+
+
+class ChoiceLogprobs(BaseModel):
+    content: list[TokenLogprob]
+
+
+class AssistantMessage(BaseModel):
+    role: Literal["assistant"] = "assistant"
+    content: str
+
+
+class ChatChoice(BaseModel):
+    index: int
+    message: AssistantMessage
+    finish_reason: Literal["stop", "length"]
+    logprobs: ChoiceLogprobs | None = None
+
+
+class ChatCompletion(Body):
+    id: str
+    object: Literal["chat.completion"] = "chat.completion"
+    created: int
+    model: str
+    choices: list[ChatChoice] = Field(min_length=1)
+    usage: Usage
+    energy: Energy
+    handoff: Handoff
+
+
+class ChatDelta(BaseModel):
+    role: Literal["assistant"] | None = None
+    content: str | None = None
+
+
+class ChunkChoice(BaseModel):
+    index: int
+    delta: ChatDelta
+    finish_reason: Literal["stop", "length"] | None = None
+    logprobs: ChoiceLogprobs | None = None
+
+
+class ChatCompletionChunk(Body):
+    """One `data:` event of a streamed chat completion (then `data: [DONE]`)."""
+
+    id: str
+    object: Literal["chat.completion.chunk"] = "chat.completion.chunk"
+    created: int
+    model: str
+    choices: list[ChunkChoice]
+    usage: Usage | None = None
+    energy: Energy | None = None
+    handoff: Handoff | None = None
+
+
+class CompletionLogprobs(BaseModel):
+    tokens: list[str]
+    token_logprobs: list[float | None]
+    top_logprobs: list[dict[str, float | None]]
+    text_offset: list[int]
+
+
+class CompletionChoice(BaseModel):
+    index: int
+    text: str
+    finish_reason: Literal["stop", "length"] | None = None
+    stop_reason: str | None = None
+    logprobs: CompletionLogprobs | None = None
+
+
+class Completion(Body):
+    """A text completion, and each `data:` event of a streamed one (`choices` empty on the usage event)."""
+
+    id: str
+    object: Literal["text_completion"] = "text_completion"
+    created: int
+    model: str
+    choices: list[CompletionChoice]
+    usage: Usage | None = None
+    energy: Energy | None = None
+
+
+class LoraInfo(BaseModel):
+    r: int
+    alpha: float
+    target_modules: list[str]
+
+
+class ModelCard(Body):
+    id: str
+    object: Literal["model"] = "model"
+    created: int
+    owned_by: str = "supportkit"
+    root: str
+    parent: str | None
+    max_model_len: int
+    lora: LoraInfo | None = None
+    manifest: dict | None = None
+
+
+class ModelList(Body):
+    object: Literal["list"] = "list"
+    data: list[ModelCard] = Field(min_length=1)
+
+
+class ErrorDetail(BaseModel):
+    message: str
+    type: str
+    param: str | None = None
+    code: str | None = None
+
+
+class OpenAIError(BaseModel):
+    """OpenAI's error body (also sent as a `data:` event when a stream fails after it began)."""
+
+    error: ErrorDetail

@@ -1,91 +1,60 @@
-"""What /openapi.json says the responses look like, so that clients and fuzzers can check them.
-
-The routes return plain JSONResponse / StreamingResponse objects (their bodies are built for each protocol), so
-FastAPI cannot infer their schemas; they are declared here: every error status in its protocol's error shape
-(TGI `{"error", "error_type"}`, OpenAI `{"error": {...}}`), success bodies with their required fields,
-server-sent events where a route streams, and /health's empty 200.
-"""
+"""/openapi.json from the routes' own models: FastAPI documents each route's request and response models; this
+adds, per route, the error body of the protocol its router speaks (for every status the kit answers with) and
+the model of each server-sent event where a route streams."""
 
 from __future__ import annotations
 
 from fastapi.openapi.utils import get_openapi
 
-_STR, _INT, _NUM = {"type": "string"}, {"type": "integer"}, {"type": "number"}
-_NULLABLE_STR = {"type": ["string", "null"]}
+from serve.api.openai_schemas import OpenAIError
+from serve.api.tgi_schemas import TGIError
 
-
-def _obj(required: dict, optional: dict | None = None) -> dict:
-    return {"type": "object", "required": list(required), "properties": {**required, **(optional or {})}}
-
-
-TGI_ERROR = _obj({"error": _STR, "error_type": _STR})
-OPENAI_ERROR = _obj({"error": _obj({"message": _STR, "type": _STR}, {"param": _NULLABLE_STR, "code": _NULLABLE_STR})})
 ERROR_STATUSES = ("400", "401", "403", "404", "413", "422", "424", "429", "500", "503", "504")
+ERRORS = {"openai": OpenAIError, "tgi": TGIError}
 
-ENERGY = _obj({"joules": {"type": ["number", "null"]}, "source": _STR})
-GENERATED = _obj({"generated_text": _STR}, {"details": {"type": ["object", "null"]}})
-COMPAT_LIST = {"type": "array", "items": GENERATED, "minItems": 1, "maxItems": 1}
-CHAT_COMPLETION = _obj({
-    "id": _STR, "object": {"const": "chat.completion"}, "created": _INT, "model": _STR,
-    "choices": {"type": "array", "minItems": 1, "items": _obj({
-        "index": _INT, "message": _obj({"role": {"const": "assistant"}, "content": _STR}),
-        "finish_reason": {"enum": ["stop", "length"]},
-    })},
-    "usage": _obj({"prompt_tokens": _INT, "completion_tokens": _INT, "total_tokens": _INT}),
-    "energy": ENERGY,
-})
-COMPLETION = _obj({
-    "id": _STR, "object": {"const": "text_completion"}, "created": _INT, "model": _STR,
-    "choices": {"type": "array", "minItems": 1, "items": _obj({"index": _INT, "text": _STR, "finish_reason": _STR})},
-    "usage": _obj({"prompt_tokens": _INT, "completion_tokens": _INT, "total_tokens": _INT}),
-})
-MODEL_LIST = _obj({"object": {"const": "list"}, "data": {"type": "array", "minItems": 1, "items": _obj(
-    {"id": _STR, "object": {"const": "model"}}, {"parent": _NULLABLE_STR, "manifest": {"type": "object"}})}})
-INFO = _obj({"model_id": _STR, "max_input_tokens": _INT, "max_total_tokens": _INT, "max_batch_size": _INT,
-             "adapters": {"type": "array", "items": _STR}, "version": _STR})
-ADAPTER = _obj({"name": _STR, "parent": _STR, "rank": _INT, "target_modules": {"type": "array", "items": _STR}})
-ADMIN_LIST = _obj({"adapters": {"type": "array", "items": ADAPTER}, "failed": {"type": "object",
-                   "additionalProperties": _STR}, "resident": {"type": "array"}})
 
-# Schemathesis checks each server-sent event as {"event", "data", ...}; `data` holds the JSON text.
-_SSE = {"text/event-stream": {"schema": _obj({"data": _STR})}}
-# (method, path) -> content of its success response
-SUCCESS = {
-    ("post", "/generate"): {"application/json": {"schema": GENERATED}},
-    ("post", "/adapters/{name}/generate"): {"application/json": {"schema": GENERATED}},
-    ("post", "/"): {"application/json": {"schema": COMPAT_LIST}, **_SSE},
-    ("post", "/adapters/{name}"): {"application/json": {"schema": COMPAT_LIST}, **_SSE},
-    ("post", "/generate_stream"): _SSE,
-    ("post", "/adapters/{name}/generate_stream"): _SSE,
-    ("post", "/v1/chat/completions"): {"application/json": {"schema": CHAT_COMPLETION}, **_SSE},
-    ("post", "/adapters/{name}/v1/chat/completions"): {"application/json": {"schema": CHAT_COMPLETION}, **_SSE},
-    ("post", "/v1/completions"): {"application/json": {"schema": COMPLETION}, **_SSE},
-    ("get", "/v1/models"): {"application/json": {"schema": MODEL_LIST}},
-    ("get", "/info"): {"application/json": {"schema": INFO}},
-    ("get", "/metrics"): {"text/plain": {"schema": _STR}},
-    ("get", "/admin/adapters"): {"application/json": {"schema": ADMIN_LIST}},
-    ("post", "/admin/adapters/{name}"): {"application/json": {"schema": ADAPTER}},
-    ("delete", "/admin/adapters/{name}"): {"application/json": {"schema": _obj({"unloaded": _STR})}},
-    ("get", "/health"): None,  # an empty body, as TGI answers
-}
+def _schemas(schema: dict, *models) -> None:
+    """Put the models' JSON schemas (and the models they use) among the document's components."""
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    for model in models:
+        js = model.model_json_schema(ref_template="#/components/schemas/{model}")
+        components.update(js.pop("$defs", {}))
+        components[model.__name__] = js
+
+
+EVENTS: dict[str, type] = {}  # stream event models by name, as `streams` declared them
+
+
+def streams(event_model, only: bool = False) -> dict:
+    """A route's `openapi_extra` saying that it streams `event_model` events (server-sent events): besides its
+    JSON answer, or `only`."""
+    EVENTS[event_model.__name__] = event_model
+    return {"x-stream-event": event_model.__name__, "x-stream-only": only}
 
 
 def document(schema: dict) -> dict:
-    """Declare each operation's success and error bodies in a generated OpenAPI document (in place)."""
-    for path, operations in schema.get("paths", {}).items():
-        error = OPENAI_ERROR if "/v1/" in path else TGI_ERROR
-        for method, op in operations.items():
+    """Declare each operation's error bodies and stream events in a generated OpenAPI document (in place)."""
+    _schemas(schema, *ERRORS.values(), *EVENTS.values())
+    for operations in schema.get("paths", {}).values():
+        for op in operations.values():
             responses = op.setdefault("responses", {})
-            key = (method, path)
-            if key in SUCCESS:
-                ok = next((s for s in responses if s.startswith("2")), "200")
-                content = SUCCESS[key]
-                responses[ok] = {"description": responses.get(ok, {}).get("description", "Successful Response")}
-                if content is not None:
-                    responses[ok]["content"] = content
+            protocol = op.pop("x-protocol", "tgi")
+            event, only = op.pop("x-stream-event", None), op.pop("x-stream-only", False)
+            if event is not None:
+                ok = next(s for s in responses if s.startswith("2"))
+                content = responses[ok].setdefault("content", {})
+                if only:
+                    content.pop("application/json", None)
+                # Schemathesis checks each event as {"event", "data", ...}: `data` holds one event's JSON text.
+                content["text/event-stream"] = {
+                    "schema": {"type": "object", "required": ["data"], "properties": {"data": {"type": "string"}}},
+                    "x-event-schema": {"$ref": f"#/components/schemas/{event}"},
+                }
+            error = {"$ref": f"#/components/schemas/{ERRORS[protocol].__name__}"}
             for status in ERROR_STATUSES:
                 responses[status] = {"description": "Error", "content": {"application/json": {"schema": error}}}
-    schema.get("components", {}).get("schemas", {}).pop("HTTPValidationError", None)
+    for unused in ("HTTPValidationError", "ValidationError"):
+        schema.get("components", {}).get("schemas", {}).pop(unused, None)
     return schema
 
 

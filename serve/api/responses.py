@@ -1,16 +1,13 @@
-"""What both protocol layers share: running a request with a timeout, SSE framing, and response headers."""
+"""What both protocol layers share: submitting a request with its deadline, SSE framing, and response headers."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 
-from serve.engine.types import GenerationResult
-from serve.errors import InvalidRequest, ServeError
-
-
-class Timeout(ServeError):
-    status, kind = 504, "timeout"
+from serve.engine.generation import Generation
+from serve.engine.interface import Engine
+from serve.engine.types import GenerationRequest, GenerationResult
+from serve.errors import InvalidRequest, Timeout  # noqa: F401  (Timeout: where the routes and tests look)
 
 
 def check_sampling(req) -> None:
@@ -25,59 +22,26 @@ def check_sampling(req) -> None:
         raise InvalidRequest("top_p must be >= 1e-6", "top_p")
 
 
-async def run(engine, req, timeout_s: float) -> GenerationResult:
+async def run(engine: Engine, req: GenerationRequest, timeout_s: float) -> GenerationResult:
+    """The request's result; the engine drops it past the deadline (a Timeout, 504)."""
     check_sampling(req)
-    try:
-        return await asyncio.wait_for(engine.generate(req), timeout_s)
-    except asyncio.TimeoutError:
-        raise Timeout(f"the generation did not finish within {timeout_s:g} s; ask for fewer tokens") from None
+    return await engine.generate(req, timeout_s)
 
 
-async def stream_with_timeout(engine, req, timeout_s: float):
-    """The engine's events; the stream ends with a Timeout error past the deadline (the row is freed)."""
+def open_stream(engine: Engine, req: GenerationRequest, timeout_s: float) -> Generation:
+    """Submit a streamed request: a refusal (queue full, unknown adapter, prompt too long) raises here, so it is
+    a plain 4xx/5xx JSON answer, not an error inside a 200 stream."""
     check_sampling(req)
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    events = engine.stream(req).__aiter__()
+    return engine.submit(req, timeout_s)
+
+
+async def closing(frames, events: Generation):
+    """A response's frames; when the response ends early (the client left), the request is cancelled."""
     try:
-        while True:
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                raise Timeout(f"the generation did not finish within {timeout_s:g} s")
-            try:
-                event = await asyncio.wait_for(events.__anext__(), remaining)
-            except StopAsyncIteration:
-                return
-            except asyncio.TimeoutError:
-                raise Timeout(f"the generation did not finish within {timeout_s:g} s") from None
-            yield event
+        async for frame in frames:
+            yield frame
     finally:
         await events.aclose()
-
-
-async def open_stream(engine, req, timeout_s: float):
-    """Start a generation and wait for its first event before the response begins, so that a refusal (queue
-    full, unknown adapter, prompt too long, timeout) is a plain 4xx/5xx JSON answer, not an error inside a 200
-    stream. Returns an async iterator over all the events, the first included."""
-    events = stream_with_timeout(engine, req, timeout_s)
-    try:
-        first = await events.__anext__()
-    except StopAsyncIteration:
-        first = None
-    except BaseException:
-        await events.aclose()
-        raise
-
-    async def chained():
-        try:
-            if first is not None:
-                yield first
-                async for event in events:
-                    yield event
-        finally:
-            await events.aclose()
-
-    return chained()
 
 
 def sse(payload: dict | str, space: bool = True) -> str:
@@ -103,7 +67,3 @@ def result_headers(result: GenerationResult, device: str) -> dict[str, str]:
     if result.energy_joules is not None:
         headers["x-energy-joules"] = f"{result.energy_joules:.6f}"
     return headers
-
-
-def energy_json(result: GenerationResult) -> dict:
-    return {"joules": result.energy_joules, "source": result.energy_source}

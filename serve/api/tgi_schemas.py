@@ -1,11 +1,12 @@
-"""TGI's request and response bodies (text-generation-inference's `generate` API)."""
+"""TGI's request and response bodies (text-generation-inference's `generate` API), and its error body."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from serve.api.schemas import Body, Handoff
 from serve.engine.types import SamplingParams
 
 
@@ -72,5 +73,75 @@ class TGIRequest(BaseModel):
     stream: bool = False
 
 
-def token_json(t) -> dict:
-    return {"id": t.id, "text": t.text, "logprob": t.logprob, "special": t.special}
+# ---- responses ------------------------------------------------------------------------------------------------
+class TGIToken(BaseModel):
+    id: int
+    text: str
+    logprob: float | None = None
+    special: bool = False
+
+    @classmethod
+    def of(cls, t) -> TGIToken:
+        return cls(id=t.id, text=t.text, logprob=t.logprob, special=t.special)
+
+
+class StreamDetails(Body):
+    finish_reason: Literal["length", "eos_token", "stop_sequence", "cancelled"]
+    generated_tokens: int
+    seed: int | None = None
+    energy_joules: float | None = None
+    energy_source: str = "unknown"
+    handoff: Handoff | None = None
+
+
+class Details(StreamDetails):
+    prefill: list[TGIToken] = Field(default_factory=list)
+    tokens: list[TGIToken] = Field(default_factory=list)
+    top_tokens: list[list[TGIToken]] | None = None
+
+
+class Generated(Body):
+    generated_text: str
+    details: Details | None = None
+
+
+class StreamEvent(Body):
+    """One `data:` event of /generate_stream: a token; the last one also carries the text and the details."""
+
+    index: int
+    token: TGIToken
+    top_tokens: list[TGIToken] | None = None
+    generated_text: str | None = None
+    details: StreamDetails | None = None
+
+
+class TGIError(BaseModel):
+    """TGI's error body (also sent as a `data:` event when a stream fails after it began)."""
+
+    error: str
+    error_type: str
+
+
+class Info(Body):
+    model_id: str
+    model_sha: str | None
+    model_dtype: str
+    model_device_type: str
+    model_pipeline_tag: str = "text-generation"
+    max_concurrent_requests: int
+    max_best_of: int = 1
+    max_stop_sequences: int
+    max_input_tokens: int
+    max_input_length: int
+    max_total_tokens: int
+    max_batch_size: int
+    max_client_batch_size: int = 1
+    max_adapters: int
+    adapters: list[str]
+    router: str = "supportkit"
+    version: str
+    sha: str | None = None
+    docker_label: str | None = None
+    validation_workers: int = 1
+    waiting_served_ratio: float = 0.0
+    max_waiting_tokens: int = 0

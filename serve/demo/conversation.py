@@ -14,7 +14,9 @@ from pathlib import Path
 
 import yaml
 
-from serve.api.responses import stream_with_timeout
+from serve.api.responses import open_stream
+from serve.chat import ChatService
+from serve.engine.interface import Engine
 from serve.engine.types import GenerationResult, SamplingParams
 from serve.errors import AdapterNotFound, ServeError
 
@@ -39,13 +41,13 @@ def load_examples(path: Path = EXAMPLES) -> list[dict]:
     return yaml.safe_load(path.read_text(encoding="utf-8"))["examples"]
 
 
-def model_choices(chat) -> list[tuple[str, str]]:
+def model_choices(chat: ChatService) -> list[tuple[str, str]]:
     """(label, value) pairs: the base model first, then the loaded adapters."""
     base = chat.base_name
     return [(f"{base} (base model)", base)] + [(name, name) for name in sorted(chat.engine.adapters())]
 
 
-def describe_model(chat, model: str) -> str:
+def describe_model(chat: ChatService, model: str) -> str:
     """The system prompt the model gets, and what the adapter is, as Markdown."""
     if model == chat.base_name:
         head = f"**{model}**: the base model, without an adapter."
@@ -108,6 +110,7 @@ async def _merge(streams: dict[str, object]):
         except Exception as exc:  # reported on the page, next to the side it belongs to
             await queue.put((key, None, exc))
         finally:
+            await it.aclose()  # a side cut short frees its row
             await queue.put((key, _DONE, None))
 
     tasks = [asyncio.create_task(pump(k, it)) for k, it in streams.items()]
@@ -133,7 +136,7 @@ def error_text(model: str, exc: Exception) -> str:
     return f"**{model}**: the reply failed ({type(exc).__name__})."
 
 
-async def send(chat, engine, timeout_s: float, session: Session, message: str, models: dict[str, str],
+async def send(chat: ChatService, engine: Engine, timeout_s: float, session: Session, message: str, models: dict[str, str],
                params: SamplingParams):
     """Answer `message` on each side in `models` ({"A": model, "B": model}); yields after every token.
 
@@ -148,7 +151,12 @@ async def send(chat, engine, timeout_s: float, session: Session, message: str, m
             requests[side] = (messages, chat.request(messages, model, params))
         except ServeError as exc:
             errors[side] = error_text(model, exc)
-    streams = {side: stream_with_timeout(engine, req, timeout_s) for side, (_, req) in requests.items()}
+    streams = {}
+    for side, (_, req) in list(requests.items()):
+        try:
+            streams[side] = open_stream(engine, req, timeout_s)
+        except ServeError as exc:
+            errors[side] = error_text(models[side], exc)
     for side in streams:
         texts[side] = ""
     yield texts, errors

@@ -21,9 +21,14 @@ import httpx
 from common.models import model_fingerprint, model_name
 from serve.engine.adapter_files import AdapterWeights, read_adapter
 from serve.engine.remote_energy import CounterEnergy
-from serve.engine.remote_protocols import Finish, RemoteInfo, TGIProtocol, VLLMProtocol, error_from_body
+from common.http import EndpointError, with_retries
+from serve.engine.generation import Generation
+from serve.engine.interface import Engine
+from serve.engine.prompts import PromptFormat, check_lengths
+from serve.engine.remote_backends import BACKENDS
+from serve.engine.remote_protocols import Finish, RemoteInfo, error_from_body
 from serve.engine.types import GenerationRequest, GenerationResult, Timings, Token
-from serve.errors import AdapterInvalid, AdapterNotFound, GenerationFailed, InvalidRequest, ServeError, Unavailable
+from serve.errors import AdapterInvalid, AdapterNotFound, GenerationFailed, ServeError, Timeout, Unavailable
 
 log = logging.getLogger("supportkit.engine.remote")
 RETRIED = (502, 503, 504)
@@ -54,39 +59,32 @@ def check_prompt_dir(path: Path) -> Path:
     return path
 
 
-class RemoteEngine:
+class RemoteEngine(Engine):
     def __init__(
         self, model_dir: Path, kind: str, url: str, timeout_s: float = 60.0, health_interval_s: float = 2.0,
         max_lora_rank: int = 64, max_input_tokens: int = 2048, max_total_tokens: int = 4096,
         static_adapters: list[str] | None = None, adapter_dir: str | None = None, energy: CounterEnergy | None = None,
     ):
-        from transformers import AutoTokenizer
-
-        from common.chat_template import KIT_CHAT_TEMPLATE
-
-        if kind not in ("tgi", "lorax", "vllm"):
+        if kind not in BACKENDS:
             raise ValueError(f"unknown remote engine kind {kind!r} (tgi, lorax or vllm)")
         self.model_dir = check_prompt_dir(model_dir)
         self.kind, self.url = kind, url.rstrip("/")
         self.name = model_name(self.model_dir)
         weights = list(self.model_dir.glob("*.safetensors"))
         self.fingerprint = model_fingerprint(self.model_dir) if weights else None
-        self.tokenizer = AutoTokenizer.from_pretrained(self.model_dir)
-        if not self.tokenizer.chat_template:
-            self.tokenizer.chat_template = KIT_CHAT_TEMPLATE
+        self.prompts = PromptFormat(self.model_dir)
+        self.tokenizer = self.prompts.tokenizer
         self.layer_shapes = layer_shapes(self.model_dir)
-        self.protocol = VLLMProtocol(url) if kind == "vllm" else TGIProtocol(url)
         self.device, self.dtype = "remote", "remote"
         self.max_lora_rank = max_lora_rank
         self.max_input_tokens, self.max_total_tokens = max_input_tokens, max_total_tokens
         self._limits = (max_input_tokens, max_total_tokens)
-        self.static_adapters = set(static_adapters) if static_adapters else None
-        self.adapter_dir = adapter_dir
         self.energy = energy
         self.info: RemoteInfo | None = None
         self.timeout = httpx.Timeout(timeout_s, connect=min(5.0, timeout_s))
         self.limits = httpx.Limits(max_connections=256, max_keepalive_connections=64)
         self.http = httpx.Client(timeout=self.timeout, limits=self.limits)  # control calls, from threads
+        self.backend = BACKENDS[kind](self.url, self.http, adapter_dir, set(static_adapters) if static_adapters else None)
         self._clients: dict[int, httpx.AsyncClient] = {}  # generation calls, one pooled client per event loop
         self.health_interval_s = health_interval_s
         self._healthy = False
@@ -131,23 +129,28 @@ class RemoteEngine:
         }
 
     def _get(self, url: str, attempts: int = 3) -> httpx.Response:
-        """GET with retries (idempotent): connection errors and 502/503/504 are retried with a short backoff."""
-        for attempt in range(attempts):
+        """GET with common.http's retry policy (idempotent): transport errors and 502/503/504 are retried with
+        backoff; what still fails is Unavailable, and any other error status the remote's own error."""
+
+        def once() -> httpx.Response:
             try:
                 r = self.http.get(url)
-                if r.status_code not in RETRIED or attempt == attempts - 1:
-                    if r.status_code != 200:
-                        raise error_from_body(r.status_code, r.content, f"GET {url}")
-                    return r
             except httpx.TransportError as exc:
-                if attempt == attempts - 1:
-                    raise Unavailable(f"the {self.kind} engine at {self.url} is unreachable: {exc}") from exc
-            time.sleep(0.2 * 2**attempt)
-        raise Unavailable(f"GET {url} failed")
+                raise EndpointError(f"the {self.kind} engine at {self.url} is unreachable: {exc}", retryable=True) from None
+            if r.status_code in RETRIED:
+                raise EndpointError(error_from_body(r.status_code, r.content, f"GET {url}").message, True, r.status_code)
+            if r.status_code != 200:
+                raise error_from_body(r.status_code, r.content, f"GET {url}")
+            return r
+
+        try:
+            return with_retries(once, max_retries=attempts - 1, backoff_s=0.2)
+        except EndpointError as exc:
+            raise Unavailable(str(exc)) from None
 
     def _poll(self) -> None:
         try:
-            ok = self.http.get(self.protocol.health_url, timeout=min(5.0, self.timeout.read or 5.0)).status_code == 200
+            ok = self.http.get(self.backend.health_url, timeout=min(5.0, self.timeout.read or 5.0)).status_code == 200
         except httpx.HTTPError:
             ok = False
         if ok and (not self._healthy or self.info is None):
@@ -169,7 +172,7 @@ class RemoteEngine:
 
     def _refresh(self) -> None:
         """Read the remote's limits and adapters; re-offer our adapters to it (a restarted vLLM forgot them)."""
-        info = self.protocol.read_info(self._get)
+        info = self.backend.read_info(self._get)
         self.info = info
         if info.device:
             self.device = info.device
@@ -187,39 +190,8 @@ class RemoteEngine:
                 log.error("adapter %s withdrawn: %s", name, exc.message)
 
     # ---- adapters --------------------------------------------------------------------------------------
-    def remote_path(self, name: str, path: Path) -> str:
-        return f"{self.adapter_dir.rstrip('/')}/{name}" if self.adapter_dir else str(path)
-
     def _offer(self, name: str, path: Path) -> None:
-        """Make sure the remote serves `name`, or raise AdapterInvalid saying why it cannot."""
-        if self.kind == "lorax":
-            return  # LoRAX loads an adapter on its first request
-        if self.kind == "tgi":
-            served = self.info.adapters if self.info and self.info.adapters is not None else self.static_adapters
-            if served is None:
-                raise AdapterInvalid(
-                    f"adapter {name!r}: the TGI engine at {self.url} does not list its adapters; name those it was "
-                    "started with (its --lora-adapters) in SUPPORTKIT_SERVE_ENGINE_ADAPTERS"
-                )
-            if name not in served:
-                raise AdapterInvalid(
-                    f"adapter {name!r} is not among the adapters the TGI engine at {self.url} was started with "
-                    f"({', '.join(sorted(served)) or 'none'}); TGI loads adapters only at start (--lora-adapters)"
-                )
-            return
-        if self.info and self.info.adapters is not None and name in self.info.adapters:
-            return  # vLLM serves it already (--lora-modules, or loaded earlier)
-        r = self.http.post(self.url + "/load_lora_adapter", json={"lora_name": name, "lora_path": self.remote_path(name, path)})
-        if r.status_code == 200 or (r.status_code == 400 and "already" in r.text):
-            if self.info and self.info.adapters is not None:
-                self.info.adapters.add(name)
-            return
-        if r.status_code in (404, 405):
-            raise AdapterInvalid(
-                f"adapter {name!r} is not served by the vLLM engine at {self.url}, which does not load adapters at "
-                "run time (start it with VLLM_ALLOW_RUNTIME_LORA_UPDATING=True, or list the adapter in --lora-modules)"
-            )
-        raise AdapterInvalid(f"adapter {name!r}: {error_from_body(r.status_code, r.content, 'the vLLM engine refused it').message}")
+        self.backend.offer(name, path, self.info)
 
     def load_adapter(self, name: str, path: Path) -> AdapterWeights:
         """Validate here (shapes, rank, base model), then have the remote serve it (called in a worker thread)."""
@@ -239,22 +211,15 @@ class RemoteEngine:
         with self._lock:
             if self._adapters.pop(name, None) is None:
                 raise AdapterNotFound(f"adapter {name!r} is not loaded")
-        if self.kind == "vllm" and self._healthy:
-            if self.info and self.info.adapters is not None:
-                self.info.adapters.discard(name)
-            try:  # frees the remote's memory; with static adapters the route is absent and this server's refusal suffices
-                self.http.post(self.url + "/unload_lora_adapter", json={"lora_name": name})
-            except httpx.HTTPError as exc:
-                log.warning("the vLLM engine could not unload %s: %s", name, exc)
+        if self._healthy:
+            self.backend.withdraw(name, self.info)
 
     # ---- prompts ---------------------------------------------------------------------------------------
     def render_chat(self, messages: list[dict], chat_template: str | None = None) -> str:
-        return self.tokenizer.apply_chat_template(
-            messages, chat_template=chat_template, tokenize=False, add_generation_prompt=True
-        )
+        return self.prompts.render_chat(messages, chat_template)
 
     def count_tokens(self, text: str) -> int:
-        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+        return self.prompts.count_tokens(text)
 
     # ---- requests --------------------------------------------------------------------------------------
     def _client(self) -> httpx.AsyncClient:
@@ -269,35 +234,23 @@ class RemoteEngine:
         if req.adapter and req.adapter not in self.adapters():
             raise AdapterNotFound(f"adapter {req.adapter!r} is not loaded; GET /v1/models lists the adapters being served")
         n = self.count_tokens(req.prompt)
-        p = req.params
-        if p.truncate:
-            n = min(n, p.truncate)
-        if not n:
-            raise InvalidRequest("the prompt is empty", param="inputs")
-        if n > self.max_input_tokens:
-            raise InvalidRequest(f"inputs must have less than {self.max_input_tokens} tokens. Given: {n}", param="inputs")
-        if n + p.max_new_tokens > self.max_total_tokens:
-            raise InvalidRequest(
-                f"inputs tokens + max_new_tokens must be <= {self.max_total_tokens}. "
-                f"Given: {n} inputs tokens and {p.max_new_tokens} max_new_tokens", param="max_new_tokens",
-            )
+        if req.params.truncate:
+            n = min(n, req.params.truncate)
+        check_lengths(n, req.params, self.max_input_tokens, self.max_total_tokens)
         return n
 
     def _events(self, req: GenerationRequest):
-        client = self._client()
-        if self.kind == "vllm":
-            model = req.adapter or (self.info.model_id if self.info and self.info.model_id else self.name)
-            return self.protocol.stream(client, req, model)
-        adapter_id, source = req.adapter, None
-        if self.kind == "lorax" and req.adapter and self.adapter_dir:
-            weights = self.adapters()[req.adapter]
-            adapter_id, source = self.remote_path(req.adapter, weights.path), "local"
-        return self.protocol.stream(client, req, adapter_id, source)
+        weights = self.adapters().get(req.adapter) if req.adapter else None
+        return self.backend.events(self._client(), req, weights.path if weights else None, self.info, self.name)
 
-    async def stream(self, req: GenerationRequest):
-        """Yield Token events as the remote sends them, then one GenerationResult."""
+    def submit(self, req: GenerationRequest, timeout_s: float | None = None) -> Generation:
+        """Refuse here what the remote would refuse; the remote is asked once the events are read."""
         prompt_tokens = self._check(req)
         arrival = time.monotonic()
+        return Generation(self._run(req, prompt_tokens, arrival, arrival + timeout_s if timeout_s else None))
+
+    async def _run(self, req: GenerationRequest, prompt_tokens: int, arrival: float, deadline: float | None):
+        """Token events as the remote sends them, then one GenerationResult; past the deadline, a Timeout."""
         first = None
         tokens: list[Token] = []
         self._running[req.id] = req.adapter
@@ -320,6 +273,8 @@ class RemoteEngine:
                             self._tasks.add(task)
                             task.add_done_callback(self._tasks.discard)
                     first = first or time.monotonic()
+                    if deadline is not None and time.monotonic() > deadline:
+                        raise Timeout(f"the generation did not finish within {deadline - arrival:g} s; ask for fewer tokens")
                     yield event
             except (httpx.ReadTimeout, httpx.WriteTimeout) as exc:
                 raise GenerationFailed(f"the {self.kind} engine at {self.url} sent nothing for "
@@ -333,6 +288,8 @@ class RemoteEngine:
                 raise GenerationFailed(f"the {self.kind} engine at {self.url} sent an answer this server cannot read "
                                        f"({type(exc).__name__}: {exc}); is --engine right?") from None
             raise GenerationFailed(f"the {self.kind} engine ended the generation without a result")
+        except Timeout:
+            raise  # cut short, counted as cancelled below (as locally)
         except ServeError:
             failed = True  # reported to the client (and counted) by the HTTP layer
             raise
@@ -367,9 +324,3 @@ class RemoteEngine:
             seed=req.params.seed, adapter=req.adapter,
             timings=Timings(first_token_s=(first or now) - arrival, inference_s=now - arrival, total_s=now - arrival),
         )
-
-    async def generate(self, req: GenerationRequest) -> GenerationResult:
-        async for event in self.stream(req):
-            if isinstance(event, GenerationResult):
-                return event
-        raise GenerationFailed("generation ended without a result")
