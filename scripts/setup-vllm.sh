@@ -28,7 +28,8 @@ if [ "$(cat "$stamp" 2>/dev/null)" = "$want" ]; then
   exit 0
 fi
 
-log="$VENV.pip.log"
+mkdir -p "$VENV"
+log="$VENV/pip.log"
 fail() {
   echo "error: $1 (pip's log: $log)." >&2
   grep -v '^WARNING: Location' "$log" 2>/dev/null | tail -15 >&2
