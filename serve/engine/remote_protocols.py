@@ -202,6 +202,8 @@ class VLLMProtocol:
         body = {"model": model, "prompt": req.prompt, "max_tokens": p.max_new_tokens, "stream": True,
                 "stream_options": {"include_usage": True}, "logprobs": p.top_n_tokens,  # 0: each token's own
                 "return_tokens_as_token_ids": True, "skip_special_tokens": True,
+                # The kit's template already wrote the BOS token: vLLM would add a second one by default.
+                "add_special_tokens": False,
                 "temperature": (p.temperature if p.temperature is not None else 1.0) if p.sampling else 0.0}
         if p.sampling:
             body.update(top_p=p.top_p, top_k=p.top_k)
