@@ -43,6 +43,8 @@ class JudgeConfig(_Strict):
     model: str | None = None  # empty: the base model listed by the judge endpoint's /v1/models
     api_key_env: str | None = None
     protocols: list[Literal["rubric", "pairwise"]] = ["rubric", "pairwise"]
+    # criteria: a score per rubric criterion; overall: one reference-guided score (small judges: short verdicts)
+    rubric_verdict: Literal["criteria", "overall"] = "criteria"
     concurrency: int = Field(2, ge=1, le=64)
     max_retries: int = Field(4, ge=0, le=20)  # endpoint errors, with exponential backoff
     parse_retries: int = Field(2, ge=0, le=10)  # malformed verdicts, asked again with another seed

@@ -29,7 +29,7 @@ class _Section(BaseModel):
 
 
 class RubricSummary(_Section):
-    """One rubric judge's mean of the six criteria for a target, and each criterion's mean."""
+    """One rubric judge's mean score for a target (of the six criteria, or its overall score), and each criterion's mean."""
 
     mean: float | None
     ci: CI
