@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import subprocess
 import sys
 import tempfile
@@ -79,6 +80,8 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--summary-only", action="store_true")
     args = parser.parse_args()
+    # `timeout` sends SIGTERM: exit through the context managers so that the server and the client stop too.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     if not args.summary_only:
         for model in args.model:
             run_one(model.expanduser(), args.questions, args.pairwise_questions, args.max_batch_size, args.concurrency)

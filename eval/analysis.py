@@ -111,6 +111,7 @@ def _judges(run_info: dict, by_judge: dict[str, list[dict]], names: list[str], a
             model=judge.get("model") or next((r["method"] for r in records if r.get("method")), judge.get("method")),
             **_usage(records), scores={n: Rated(score=point[n], ci=ci[n]) for n in point},
             position=Position(**position_consistency([r for r in pairwise if r.get("status") == "ok"])) if pairwise else None,
+            validity=judge.get("validity"),
         )
     return judges, dict(panel_battles), ratings, preferences
 

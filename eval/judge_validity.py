@@ -104,6 +104,19 @@ def ask(judge: LLMJudge, planted: list[Planted], out: Path, pairwise_questions: 
     return read_records(out / VERDICTS_FILE)
 
 
+def validity_summary(path: Path) -> dict[str, Any]:
+    """The figures of a judge_validity.json that the ranking report shows next to the judge."""
+    path = Path(path)
+    if not path.is_file():
+        return {"file": str(path), "error": "not found: run `supportkit eval validate-judge` for this judge"}
+    data = json.loads(path.read_text())
+    rank, pair = data["rank_recovery"], data.get("pairwise") or {}
+    return {"file": str(path), "passed": data["assessment"]["passed"], "model": data["judge"].get("model"),
+            "questions": rank.get("questions", 0), "kendall_tau": rank.get("kendall_tau"),
+            "kendall_tau_ci": rank.get("kendall_tau_ci"), "position_consistency": pair.get("position_consistency"),
+            "malformed_rate": data["malformed"]["malformed_rate"], "date": data["run"].get("date")}
+
+
 def _rubric_value(record: dict) -> float | None:
     if record.get("status") != "ok" or not record.get("scores"):
         return None

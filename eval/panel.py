@@ -56,6 +56,7 @@ class JudgeConfig(_Strict):
     rubric_prompt: str = "prompts/rubric.md"
     pairwise_prompt: str = "prompts/pairwise.md"
     price: Price = Price()
+    validity: str | None = None  # a judge_validity.json from `eval validate-judge`: its figures go in the report
     # reference judge
     method: Literal["embedding", "rouge"] = "embedding"
     tie_margin: float = Field(0.02, ge=0)  # similarity differences below this count as a tie
@@ -93,6 +94,11 @@ class PanelConfig(_Strict):
         if not self.judges:
             raise ValueError("the panel needs at least one judge")
         return self
+
+    def locate(self, relative: str) -> Path:
+        """A file named in the panel: relative to the panel file, else to the current directory."""
+        path = self.source_dir / relative
+        return path if path.exists() else Path(relative)
 
     def prompt(self, relative: str) -> str:
         for base in (self.source_dir, CONFIGS):

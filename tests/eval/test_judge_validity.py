@@ -80,3 +80,27 @@ def test_the_kit_server_with_a_tiny_random_model_fails_validity(live_server, tmp
     assert data["malformed"]["verdicts"] == 2 * 5 + 3 * 2
     assert data["malformed"]["malformed_rate"] > 0.05
     assert not data["assessment"]["passed"]
+
+
+def test_the_ranking_report_shows_each_llm_judges_validity(scripted_factory, tmp_path):
+    from eval.job import run_job
+    from eval.settings import EvalSettings
+
+    scripted = scripted_factory()
+    panel = write_panel(tmp_path / "panel.yaml", scripted.url, protocols=("rubric",), reference=False)
+    data = _validate(tmp_path, panel, scripted.url, "--questions", "4")
+    validity = tmp_path / "validity" / "judge_validity.json"
+    judged = write_panel(tmp_path / "judged.yaml", scripted.url, protocols=("rubric",), method="rouge",
+                         extra=f"validity: {validity}")
+    out = tmp_path / "out"
+    run_job(EvalSettings.from_cli(endpoint=scripted.url, panel=judged, out=out, limit=2), log=lambda _: None)
+    shown = json.loads((out / "ranking.json").read_text())["judges"]["llm"]["validity"]
+    assert shown["passed"] is data["assessment"]["passed"] and shown["questions"] == 4
+    assert shown["kendall_tau"] == data["rank_recovery"]["kendall_tau"]
+    report = (out / "report.md").read_text()
+    assert "## Judge validity" in report and "| not validated |" not in report
+
+    missing = write_panel(tmp_path / "missing.yaml", scripted.url, protocols=("rubric",), method="rouge",
+                          extra="validity: nowhere/judge_validity.json")
+    run_job(EvalSettings.from_cli(endpoint=scripted.url, panel=missing, out=tmp_path / "out2", limit=1), log=lambda _: None)
+    assert "| not validated |" in (tmp_path / "out2" / "report.md").read_text()
