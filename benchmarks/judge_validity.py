@@ -41,7 +41,8 @@ def run_one(model: Path, questions: int, pairwise_questions: int, max_batch_size
             print(f"{model.name}: server ready in {time.time() - started:.0f} s", file=sys.stderr)
             cmd = [sys.executable, "-m", "supportkit.cli", "eval", "validate-judge", "--endpoint", server.url,
                    "--out", str(out.relative_to(ROOT)), "--questions", str(questions),
-                   "--pairwise-questions", str(pairwise_questions), "--concurrency", str(concurrency)]
+                   "--pairwise-questions", str(pairwise_questions), "--concurrency", str(concurrency),
+                   "--protocols", "rubric,pairwise"]
             subprocess.run(cmd, cwd=ROOT, check=True)
     result = json.loads((out / "judge_validity.json").read_text())
     result["run"]["served_by"] = (f"supportkit serve --model {model} --max-batch-size {max_batch_size} "

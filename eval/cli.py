@@ -77,6 +77,7 @@ def validate_judge(
     questions: int = typer.Option(12, min=1, help="Planted questions judged with the rubric (5 answers each)"),
     pairwise_questions: int = typer.Option(6, min=0, help="Of those, how many are also judged pairwise (3 pairs x 2 orders)"),
     concurrency: Optional[int] = typer.Option(None, min=1, help="Verdicts in flight (default: the judge's concurrency)"),
+    protocols: Optional[str] = typer.Option(None, help="rubric, pairwise or rubric,pairwise (default: the judge's)"),
     min_tau: float = typer.Option(0.5, help="Goal: the lower end of the rank-recovery tau's 95% CI"),
     min_consistency: float = typer.Option(0.8, help="Goal: pairwise position consistency"),
     max_malformed: float = typer.Option(0.05, help="Goal: share of verdicts missing after re-asks"),
@@ -96,6 +97,11 @@ def validate_judge(
             _fail(f"the panel has no LLM judge{f' named {judge!r}' if judge else ''}")
         updates = {"url": endpoint, **({"model": model} if model else {}),
                    **({"concurrency": concurrency} if concurrency else {})}
+        if protocols:
+            asked = [p.strip() for p in protocols.split(",") if p.strip()]
+            if not asked or set(asked) - {"rubric", "pairwise"}:
+                _fail(f"--protocols takes rubric and/or pairwise, not {protocols!r}")
+            updates["protocols"] = asked
         config = llm[0].model_copy(update=updates)
         files = validate(config, config_panel, judge_model(config), out, questions=questions,
                          pairwise_questions=pairwise_questions,
