@@ -74,7 +74,7 @@ def test_a_rerun_asks_only_what_is_missing(scripted_factory, tmp_path):
 def test_the_kit_server_with_a_tiny_random_model_fails_validity(live_server, tmp_path):
     panel = write_panel(tmp_path / "panel.yaml", live_server.url, judge_model="", reference=False, extra="\n".join([
         "rubric_verdict: overall", "rubric_prompt: prompts/rubric-overall.md",
-        "pairwise_prompt: prompts/pairwise-short.md", "max_tokens: 12", "parse_retries: 0"]))
+        "pairwise_prompt: prompts/pairwise-short.md", "max_tokens: 16", "parse_retries: 0"]))
     data = _validate(tmp_path, panel, live_server.url, "--questions", "2", "--pairwise-questions", "1")
     assert data["judge"]["model"]  # the kit server's base model, found through /v1/models
     assert data["malformed"]["verdicts"] == 2 * 5 + 3 * 2
