@@ -78,6 +78,7 @@ def validate_judge(
     pairwise_questions: int = typer.Option(6, min=0, help="Of those, how many are also judged pairwise (3 pairs x 2 orders)"),
     concurrency: Optional[int] = typer.Option(None, min=1, help="Verdicts in flight (default: the judge's concurrency)"),
     protocols: Optional[str] = typer.Option(None, help="rubric, pairwise or rubric,pairwise (default: the judge's)"),
+    no_ask: bool = typer.Option(False, "--no-ask", help="Ask nothing: figures from the verdicts already in --out (give --model)"),
     min_tau: float = typer.Option(0.5, help="Goal: the lower end of the rank-recovery tau's 95% CI"),
     min_consistency: float = typer.Option(0.8, help="Goal: pairwise position consistency"),
     max_malformed: float = typer.Option(0.05, help="Goal: share of verdicts missing after re-asks"),
@@ -103,10 +104,13 @@ def validate_judge(
                 _fail(f"--protocols takes rubric and/or pairwise, not {protocols!r}")
             updates["protocols"] = asked
         config = llm[0].model_copy(update=updates)
-        files = validate(config, config_panel, judge_model(config), out, questions=questions,
+        if no_ask and not config.model:
+            _fail("--no-ask needs --model (the endpoint is not asked for its model)")
+        files = validate(config, config_panel, config.model if no_ask else judge_model(config), out, questions=questions,
                          pairwise_questions=pairwise_questions,
                          goals=Goals(min_tau, min_consistency, max_malformed),
-                         command="supportkit " + " ".join(sys.argv[1:]), progress=lambda m: typer.echo(m, err=True))
+                         command="supportkit " + " ".join(sys.argv[1:]), progress=lambda m: typer.echo(m, err=True),
+                         ask_missing=not no_ask)
     except (JudgingError, PanelError, ValidityError) as exc:
         _fail(str(exc))
     import json

@@ -74,8 +74,8 @@ def _tasks(judge: LLMJudge, planted: list[Planted], pairwise_questions: int, don
 
 
 def ask(judge: LLMJudge, planted: list[Planted], out: Path, pairwise_questions: int,
-        progress: Callable[[str], None] = lambda _: None) -> list[dict]:
-    """Every verdict not yet in out/validity_verdicts.jsonl, `concurrency` in flight; returns all of them."""
+        progress: Callable[[str], None] = lambda _: None) -> None:
+    """Every verdict not yet in out/validity_verdicts.jsonl, `concurrency` in flight."""
     journal = Journal(out / VERDICTS_FILE)
     tasks = _tasks(judge, planted, pairwise_questions, journal.done)
     failures = []
@@ -101,7 +101,6 @@ def ask(judge: LLMJudge, planted: list[Planted], out: Path, pairwise_questions: 
     if failures:
         raise ValidityError(f"{len(failures)} verdicts failed at the endpoint (re-run to ask them again); "
                             f"first: {failures[0]}")
-    return read_records(out / VERDICTS_FILE)
 
 
 def validity_summary(path: Path) -> dict[str, Any]:
@@ -139,22 +138,28 @@ def figures(records: list[dict], goals: Goals = Goals(), n_boot: int = 1000) -> 
 
 def validate(config: JudgeConfig, panel: PanelConfig, model: str | None, out: Path, *, questions: int,
              pairwise_questions: int, goals: Goals = Goals(), planted_file: Path = PLANTED, command: str = "",
-             progress: Callable[[str], None] = lambda _: None) -> dict[str, Path]:
+             progress: Callable[[str], None] = lambda _: None, ask_missing: bool = True) -> dict[str, Path]:
+    """Ask what is missing (unless `ask_missing` is False: figures from the verdicts on file), then write the files."""
     planted = load_planted(planted_file)[:questions]
     if not planted:
         raise ValidityError(f"{planted_file} holds no planted questions")
     out.mkdir(parents=True, exist_ok=True)
     judge = LLMJudge(config, panel, model)
     started = time.time()
-    records = ask(judge, planted, out, pairwise_questions, progress)
+    if ask_missing:
+        ask(judge, planted, out, pairwise_questions, progress)
+    ids = {p.id for p in planted}
+    records = [r for r in read_records(out / VERDICTS_FILE) if r["question_id"] in ids]
+    if not records:
+        raise ValidityError(f"{out / VERDICTS_FILE} holds no verdicts for these questions")
     result = {
         "judge": {"name": config.name, "url": config.url, "model": model, "api": config.api,
                   "protocols": config.protocols, "rubric_verdict": config.rubric_verdict,
                   "rubric_prompt": config.rubric_prompt, "pairwise_prompt": config.pairwise_prompt,
                   "max_tokens": config.max_tokens, "temperature": config.temperature,
                   "parse_retries": config.parse_retries},
-        "planted": {"file": str(planted_file), "questions": len(planted), "pairwise_questions":
-                    min(pairwise_questions, len(planted)) if "pairwise" in config.protocols else 0,
+        "planted": {"file": str(planted_file), "questions": len({r["question_id"] for r in records if r["kind"] == "rubric"}),
+                    "pairwise_questions": len({r["question_id"] for r in records if r["kind"] == "pairwise"}),
                     "levels": list(LEVELS)},
         **figures(records, goals),
         "run": {"command": command, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),

@@ -104,3 +104,14 @@ def test_the_ranking_report_shows_each_llm_judges_validity(scripted_factory, tmp
                           extra="validity: nowhere/judge_validity.json")
     run_job(EvalSettings.from_cli(endpoint=scripted.url, panel=missing, out=tmp_path / "out2", limit=1), log=lambda _: None)
     assert "| not validated |" in (tmp_path / "out2" / "report.md").read_text()
+
+
+def test_no_ask_computes_the_figures_from_the_verdicts_on_file(scripted_factory, tmp_path):
+    scripted = scripted_factory()
+    panel = write_panel(tmp_path / "panel.yaml", scripted.url, reference=False)
+    first = _validate(tmp_path, panel, scripted.url, "--questions", "3", "--pairwise-questions", "1")
+    asked = scripted.scripted.requests["judge"]
+    again = _validate(tmp_path, panel, "http://127.0.0.1:9", "--no-ask", "--model", "judge", "--questions", "12")
+    assert scripted.scripted.requests["judge"] == asked
+    assert again["planted"]["questions"] == 3 and again["planted"]["pairwise_questions"] == 1
+    assert again["rank_recovery"] == first["rank_recovery"]
