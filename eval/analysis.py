@@ -15,7 +15,6 @@ from typing import Any, Callable
 
 import numpy as np
 
-from eval.panel import RUBRIC_CRITERIA
 from eval.ranking import (
     Agreement, JudgeResult, Position, Ranking, Rated, RubricSummary, SimilaritySummary, TargetResult,
     ValLossCorrelation,
@@ -31,7 +30,7 @@ def _judge_scores(records: list[dict], kind: str) -> dict[str, dict[str, float]]
     scores: dict[str, dict[str, float]] = defaultdict(dict)
     for r in records:
         if r["kind"] == kind and r.get("status") == "ok":
-            value = r["score"] if kind == "reference" else float(np.mean([r["scores"][c] for c in RUBRIC_CRITERIA]))
+            value = r["score"] if kind == "reference" else float(np.mean(list(r["scores"].values())))
             scores[r["target"]][r["question_id"]] = value
     return dict(scores)
 
@@ -112,6 +111,7 @@ def _judges(run_info: dict, by_judge: dict[str, list[dict]], names: list[str], a
             model=judge.get("model") or next((r["method"] for r in records if r.get("method")), judge.get("method")),
             **_usage(records), scores={n: Rated(score=point[n], ci=ci[n]) for n in point},
             position=Position(**position_consistency([r for r in pairwise if r.get("status") == "ok"])) if pairwise else None,
+            validity=judge.get("validity"),
         )
     return judges, dict(panel_battles), ratings, preferences
 
@@ -136,8 +136,8 @@ def _rubric(by_judge: dict[str, list[dict]], judge: str, name: str, scores: dict
     per_criterion = defaultdict(list)
     for r in by_judge.get(judge, []):
         if r["kind"] == "rubric" and r["target"] == name and r.get("status") == "ok":
-            for c in RUBRIC_CRITERIA:
-                per_criterion[c].append(r["scores"][c])
+            for c, value in r["scores"].items():  # the six criteria, or `overall`
+                per_criterion[c].append(value)
     return RubricSummary(mean=mean, ci=ci, n=len(scores.get(name, {})),
                          criteria={c: float(np.mean(v)) for c, v in per_criterion.items()})
 

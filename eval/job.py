@@ -12,6 +12,7 @@ from eval.answers import ANSWERS_FILE, collect_answers
 from eval.clients import make_chat
 from common.journal import read_records
 from eval.judging import JUDGMENTS_FILE, JudgingError, anchor_target, judge_model, run_judges
+from eval.judge_validity import validity_summary
 from eval.panel import load_panel
 from eval.questions import load_questions
 from eval.report import write_report
@@ -40,6 +41,8 @@ def run_job(settings: EvalSettings, log: Callable[[str], None] = print,
         entry = {"name": judge.name, "kind": judge.kind}
         if judge.kind == "llm":
             entry.update(model=judge_model(judge), url=judge.url, api=judge.api, protocols=list(judge.protocols))
+            if judge.validity:
+                entry["validity"] = validity_summary(panel.locate(judge.validity))
         else:
             entry.update(method=judge.method, tie_margin=judge.tie_margin)
         judges.append(entry)

@@ -12,7 +12,7 @@ from typing import Any
 from common.http import with_retries
 from eval.clients import make_chat
 from eval.panel import JudgeConfig, PanelConfig
-from eval.verdicts import VerdictError, parse_pairwise, parse_rubric
+from eval.verdicts import VerdictError, parse_overall, parse_pairwise, parse_rubric
 
 _SLOT = re.compile(r"\{\{\s*(\w+)\s*\}\}")
 RETRY_TEMPERATURE = 0.7  # greedy decoding would repeat the same malformed output
@@ -63,7 +63,7 @@ class LLMJudge:
     def rubric(self, question: str, reference: str | None, answer: str) -> dict[str, Any]:
         prompt = fill(self.templates["rubric"], question=question, reference=reference or "(none given)",
                       answer=answer)
-        return self._ask(prompt, parse_rubric)
+        return self._ask(prompt, parse_overall if self.config.rubric_verdict == "overall" else parse_rubric)
 
     def pairwise(self, question: str, reference: str | None, answer_a: str, answer_b: str) -> dict[str, Any]:
         prompt = fill(self.templates["pairwise"], question=question, reference=reference or "(none given)",

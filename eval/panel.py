@@ -43,6 +43,8 @@ class JudgeConfig(_Strict):
     model: str | None = None  # empty: the base model listed by the judge endpoint's /v1/models
     api_key_env: str | None = None
     protocols: list[Literal["rubric", "pairwise"]] = ["rubric", "pairwise"]
+    # criteria: a score per rubric criterion; overall: one reference-guided score (small judges: short verdicts)
+    rubric_verdict: Literal["criteria", "overall"] = "criteria"
     concurrency: int = Field(2, ge=1, le=64)
     max_retries: int = Field(4, ge=0, le=20)  # endpoint errors, with exponential backoff
     parse_retries: int = Field(2, ge=0, le=10)  # malformed verdicts, asked again with another seed
@@ -54,6 +56,7 @@ class JudgeConfig(_Strict):
     rubric_prompt: str = "prompts/rubric.md"
     pairwise_prompt: str = "prompts/pairwise.md"
     price: Price = Price()
+    validity: str | None = None  # a judge_validity.json from `eval validate-judge`: its figures go in the report
     # reference judge
     method: Literal["embedding", "rouge"] = "embedding"
     tie_margin: float = Field(0.02, ge=0)  # similarity differences below this count as a tie
@@ -91,6 +94,11 @@ class PanelConfig(_Strict):
         if not self.judges:
             raise ValueError("the panel needs at least one judge")
         return self
+
+    def locate(self, relative: str) -> Path:
+        """A file named in the panel: relative to the panel file, else to the current directory."""
+        path = self.source_dir / relative
+        return path if path.exists() else Path(relative)
 
     def prompt(self, relative: str) -> str:
         for base in (self.source_dir, CONFIGS):

@@ -29,7 +29,7 @@ class _Section(BaseModel):
 
 
 class RubricSummary(_Section):
-    """One rubric judge's mean of the six criteria for a target, and each criterion's mean."""
+    """One rubric judge's mean score for a target (of the six criteria, or its overall score), and each criterion's mean."""
 
     mean: float | None
     ci: CI
@@ -79,8 +79,25 @@ class Position(_Section):
     first_position_win_rate: float | None
 
 
+class JudgeValidity(_Section):
+    """The judge's figures from `eval validate-judge` (planted answers of known quality), when the panel names them."""
+
+    _drop_when_none = ("error",)
+
+    file: str
+    passed: bool | None = None
+    model: str | None = None
+    questions: int = 0
+    kendall_tau: float | None = None
+    kendall_tau_ci: CI = None
+    position_consistency: float | None = None
+    malformed_rate: float | None = None
+    date: str | None = None
+    error: str | None = None
+
+
 class JudgeResult(_Section):
-    _drop_when_none = ("position",)
+    _drop_when_none = ("position", "validity")
 
     kind: str
     model: str | None
@@ -91,6 +108,7 @@ class JudgeResult(_Section):
     cost_usd: float
     scores: dict[str, Rated]  # this judge's own Bradley-Terry ranking
     position: Position | None = None
+    validity: JudgeValidity | None = None
 
 
 class Agreement(_Section):

@@ -27,6 +27,28 @@ def _ci(ci: list[float] | None, digits: int = 1) -> str:
     return f"[{ci[0]:.{digits}f}, {ci[1]:.{digits}f}]" if ci else "-"
 
 
+def _validity_blocks(judges: dict) -> list[tuple]:
+    """Each LLM judge's validity on planted answers (`eval validate-judge`), or that it was not validated."""
+    llm = {name: j for name, j in judges.items() if j.kind == "llm"}
+    if not llm:
+        return []
+    rows = []
+    for name, j in llm.items():
+        v = j.validity
+        if v is None or v.error:
+            rows.append([name, _f(j.model), "not validated", "-", "-", "-", v.error if v else "no `validity` in the panel"])
+        else:
+            rows.append([name, _f(v.model), "pass" if v.passed else "FAIL",
+                         f"{_f(v.kendall_tau, 2)} {_ci(v.kendall_tau_ci, 2)}", _f(v.position_consistency, 2),
+                         _f(v.malformed_rate, 3), f"{v.questions} questions, {v.date or '-'}"])
+    return [("h2", "Judge validity"),
+            ("table", ["judge", "validated model", "verdict", "rank tau [95% CI]", "position consistency",
+                       "malformed", "run"], rows),
+            ("p", "From `supportkit eval validate-judge` on planted answers of known quality order (goals: tau CI low "
+                  ">= 0.5, position consistency >= 0.8, malformed <= 5%). A judge that fails or was not validated "
+                  "is noise: read the ranking from the judges that pass.")]
+
+
 def blocks(result: Ranking, run_info: dict[str, Any]) -> list[tuple]:
     targets = result.targets
     judges = result.judges
@@ -55,6 +77,7 @@ def blocks(result: Ranking, run_info: dict[str, Any]) -> list[tuple]:
            f"{j.prompt_tokens}/{j.completion_tokens}", f"{j.cost_usd:.4f}"] for name, j in judges.items()]),
         ("p", "A missing judgment is a verdict that stayed malformed after retries; it is left out, never scored. "
               "Position consistency: share of battles whose verdict survives swapping the answers."),
+        *_validity_blocks(judges),
         ("h2", "Agreement between judges"),
         ("table", ["judges", "Kendall tau of their rankings"],
          [[pair, _f(tau, 2)] for pair, tau in agreement.kendall_tau.items()] or [["-", "-"]]),

@@ -65,6 +65,14 @@ def parse_rubric(text: str) -> dict[str, int]:
     return {c: _score(scores[c]) for c in RUBRIC_CRITERIA}
 
 
+def parse_overall(text: str) -> dict[str, int]:
+    """{"overall": 1..5} from a verdict `{"score": n}`, or VerdictError."""
+    candidates = [o for o in json_objects(text) if "score" in o]
+    if not candidates:
+        raise VerdictError("no JSON verdict with `score` found")
+    return {"overall": _score(candidates[-1]["score"])}
+
+
 def parse_pairwise(text: str) -> str:
     """"A", "B" or "tie" (the position that won), or VerdictError."""
     candidates = [o for o in json_objects(text) if "winner" in o]

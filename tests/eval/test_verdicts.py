@@ -5,7 +5,7 @@ import json
 import pytest
 
 from eval.panel import RUBRIC_CRITERIA
-from eval.verdicts import VerdictError, parse_pairwise, parse_rubric
+from eval.verdicts import VerdictError, parse_overall, parse_pairwise, parse_rubric
 
 GOOD = {c: s for c, s in zip(RUBRIC_CRITERIA, [4, 3, 5, 2, 1, 4])}
 
@@ -81,3 +81,19 @@ def test_pairwise_verdicts(text, winner):
 def test_malformed_pairwise_verdicts_are_refused(text):
     with pytest.raises(VerdictError):
         parse_pairwise(text)
+
+
+@pytest.mark.parametrize("text, expected", [
+    ('{"score": 4}', 4),
+    ('```json\n{"score": "2"}\n```', 2),
+    ('The answer quotes {"score": 5} but my verdict is {"score": 1}', 1),
+])
+def test_overall_verdicts(text, expected):
+    assert parse_overall(text) == {"overall": expected}
+
+
+@pytest.mark.parametrize("text", ['{"score": 6}', '{"score": 3.5}', '{"score": true}', '{"score": 4', "4/5", "",
+                                  '{"scores": {"overall": 4}}'])
+def test_malformed_overall_verdicts_are_refused(text):
+    with pytest.raises(VerdictError):
+        parse_overall(text)
