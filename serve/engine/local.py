@@ -25,6 +25,7 @@ from serve.engine.adapter_files import AdapterWeights, read_adapter
 from serve.engine.detok import IncrementalDecoder, find_stop
 from serve.engine.kv_batch import BatchCache, attention_masks, left_padded
 from serve.engine.lora_slots import BatchContext, lora_dtype_for, wrap_linear_layers
+from serve.engine.quantize import quantize_model
 from serve.engine.sampling import choose, process_logits
 from serve.engine.slots import SlotTable
 from serve.engine.types import GenerationRequest, GenerationResult, Timings, Token
@@ -86,6 +87,7 @@ class LocalEngine:
         self, model_dir: Path, dtype: str = "auto", device: str = "auto", max_batch_size: int = 8,
         max_queue: int = 64, max_adapters: int = 8, max_lora_rank: int = 32, max_input_tokens: int = 2048,
         max_total_tokens: int = 4096, prefill_tokens: int = 4096, meter: EnergyMeter | None = None,
+        weights: str = "bf16",
     ):
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -128,6 +130,7 @@ class LocalEngine:
             model, self.ctx, max_adapters + 1, max_lora_rank, lora_dtype_for(self.dtype, self.device)
         )
         self.layer_shapes = {n: (m.in_features, m.out_features) for n, m in self.layers.items()}
+        self.quantization = quantize_model(model, weights, self.device)
         self.slots = SlotTable(self.layers, max_adapters + 1)
 
         self.meter = meter or open_meter(self.device)
