@@ -18,6 +18,7 @@ def serve(
     port: Annotated[int | None, typer.Option(help="Port [default: 8000]")] = None,
     dtype: Annotated[str | None, typer.Option(help="auto | float32 | bfloat16 | float16")] = None,
     device: Annotated[str | None, typer.Option(help="auto | cpu | cuda | cuda:N")] = None,
+    weights: Annotated[str | None, typer.Option(help="bf16 | int8 | int4: quantized kernels for small-batch decode (CPU)")] = None,
     max_batch_size: Annotated[int | None, typer.Option(help="Requests decoded together")] = None,
     engine: Annotated[str | None, typer.Option(help="local | tgi | lorax | vllm (a remote engine at --engine-url)")] = None,
     engine_url: Annotated[str | None, typer.Option(help="Remote engine base URL (vLLM: http://host:port/v1)")] = None,
@@ -41,7 +42,7 @@ def serve(
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         settings = ServeSettings.from_cli(model=model, adapters=adapters, host=host, port=port, dtype=dtype,
-                                          device=device, max_batch_size=max_batch_size, engine=engine,
+                                          device=device, weights=weights, max_batch_size=max_batch_size, engine=engine,
                                           engine_url=engine_url)
         if settings.engine == "local":
             model_dir = resolve_model_dir(settings.model)

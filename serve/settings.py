@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import SettingsConfigDict
@@ -26,6 +27,10 @@ class ServeSettings(KitSettings):
     port: int = 8000
     dtype: str = Field("auto", pattern="^(auto|float32|bfloat16|float16)$")
     device: str = "auto"
+    weights: Literal["bf16", "int8", "int4"] = Field(
+        "bf16",
+        description="Base weights: bf16 (the model's dtype), or int8 / int4 kernels for decode steps of few rows (CPU)",
+    )
     max_batch_size: int = Field(8, ge=1, le=256)
     max_queue: int = Field(64, ge=1)
     max_adapters: int = Field(8, ge=1, description="Adapter slots resident at once (least recently used is evicted)")

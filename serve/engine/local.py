@@ -26,6 +26,7 @@ from serve.engine.interface import Engine
 from serve.engine.lora_slots import BatchContext, lora_dtype_for, wrap_linear_layers
 from serve.engine.output import OutputProcessor
 from serve.engine.prompts import PromptFormat, check_lengths
+from serve.engine.quantize import quantize_model
 from serve.engine.runner import ModelRunner
 from serve.engine.scheduler import Handle, Row, Scheduler
 from serve.engine.slots import SlotTable
@@ -45,6 +46,7 @@ class LocalEngine(Engine):
         self, model_dir: Path, dtype: str = "auto", device: str = "auto", max_batch_size: int = 8,
         max_queue: int = 64, max_adapters: int = 8, max_lora_rank: int = 32, max_input_tokens: int = 2048,
         max_total_tokens: int = 4096, prefill_tokens: int = 4096, meter: EnergyMeter | None = None,
+        weights: str = "bf16",
     ):
         self.model_dir = check_model_dir(model_dir)
         self.name = model_name(self.model_dir)
@@ -69,6 +71,7 @@ class LocalEngine(Engine):
             model, self.ctx, max_adapters + 1, max_lora_rank, lora_dtype_for(self.dtype, self.device)
         )
         self.layer_shapes = {n: (m.in_features, m.out_features) for n, m in self.layers.items()}
+        self.quantization = quantize_model(model, weights, self.device)
         self.slots = SlotTable(self.layers, max_adapters + 1)
         self.scheduler = Scheduler(self.slots, max_batch_size, max_queue, prefill_tokens)
         self.runner = ModelRunner(model, self.ctx, self.device)
