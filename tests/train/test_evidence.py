@@ -129,3 +129,33 @@ def test_generation_is_deterministic(glossary):
     b = [m for _, _, m in generate_offline(grid, 2, "sys", seed=5, causes=glossary.causes)]
     c = [m for _, _, m in generate_offline(grid, 2, "sys", seed=6, causes=glossary.causes)]
     assert a == b and a != c
+
+
+def test_endpoint_prompts_follow_the_evidence_and_answer_questions(tmp_path, glossary):
+    """The endpoint generator's prompts: the agent is told the cause only when the customer's message carries
+    its cue, and informational scenarios get a question and an answer from the glossary."""
+    from train.data.endpoint import EndpointGenerator, EndpointSettings, ResponseCache
+
+    gen = EndpointGenerator(EndpointSettings(url="http://127.0.0.1:9", model="m", min_chars=1),
+                            ResponseCache(tmp_path / "cache.jsonl"), system_prompt())
+    prompts = []
+    gen._validated = lambda prompt, seed, validate: (prompts.append(prompt), "a reply long enough")[1]
+    grid = scenarios(glossary)
+    faults = [s for s in grid if not s.informational][::40]
+    with_cue = without = 0
+    for sc in faults:
+        prompts.clear()
+        gen.conversation(sc, 0)
+        customer, agent = prompts
+        cued = any(cue in customer for cue in sc.cause.evidence)
+        with_cue += cued
+        without += not cued
+        assert (sc.cause.name in agent) == cued, agent
+        assert ("do not name or guess one" in agent) == (not cued)
+    assert with_cue >= 5 and without >= 5
+    info = next(s for s in grid if s.informational and s.term.id == "porting")
+    prompts.clear()
+    gen.conversation(info, 0)
+    customer, agent = prompts
+    assert "no fault" in customer and info.term.answer in agent and "do not suggest causes" in agent
+    gen.close()
