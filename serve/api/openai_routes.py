@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 
 from serve.api.deps import ChatDep, EngineDep, SettingsDep
 from serve.api.openai_schemas import ChatCompletionRequest
+from serve.chat import sources_json
 from serve.api.responses import energy_json, open_stream, result_headers, run, sse
 from serve.engine.types import GenerationResult
 from serve.errors import InvalidRequest, ServeError
@@ -40,7 +41,7 @@ async def _chat(body: ChatCompletionRequest, path_model: str | None, chat, engin
     if len(params.stop) > settings.max_stop_sequences:
         raise InvalidRequest(f"stop supports at most {settings.max_stop_sequences} sequences", "stop")
     messages = body.chat_messages()
-    req = chat.request(messages, model, params)
+    req, sources = chat.grounded_request(messages, model, params)
     served = model or chat.base_name
     cid, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
 
@@ -50,7 +51,8 @@ async def _chat(body: ChatCompletionRequest, path_model: str | None, chat, engin
                   "finish_reason": FINISH[result.finish_reason], "logprobs": _logprobs(result.tokens) if body.logprobs else None}
         payload = {"id": cid, "object": "chat.completion", "created": created, "model": served, "choices": [choice],
                    "usage": _usage(result), "energy": energy_json(result),
-                   "handoff": chat.handoff_for_messages(messages, result.text, req.adapter).json()}
+                   "handoff": chat.handoff_for_messages(messages, result.text, req.adapter).json(),
+                   "sources": sources_json(sources)}
         return JSONResponse(payload, headers=result_headers(result, engine.device))
 
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
@@ -69,7 +71,8 @@ async def _chat(body: ChatCompletionRequest, path_model: str | None, chat, engin
                     final = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": served,
                              "choices": [{"index": 0, "delta": {}, "finish_reason": FINISH[event.finish_reason]}],
                              "energy": energy_json(event),
-                             "handoff": chat.handoff_for_messages(messages, event.text, req.adapter).json()}
+                             "handoff": chat.handoff_for_messages(messages, event.text, req.adapter).json(),
+                             "sources": sources_json(sources)}
                     yield sse(final)
                     if include_usage:
                         yield sse({"id": cid, "object": "chat.completion.chunk", "created": created, "model": served,

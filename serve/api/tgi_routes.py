@@ -13,13 +13,14 @@ import serve
 from serve.api.deps import ChatDep, EngineDep, SettingsDep
 from serve.api.responses import energy_json, open_stream, result_headers, run, sse
 from serve.api.tgi_schemas import TGIRequest, token_json
+from serve.chat import sources_json
 from serve.engine.types import GenerationRequest, GenerationResult
 from serve.errors import InvalidRequest, ServeError
 
 router = APIRouter(tags=["TGI"])
 
 
-def _request(body: TGIRequest, path_adapter: str | None, chat, settings) -> GenerationRequest:
+def _request(body: TGIRequest, path_adapter: str | None, chat, settings) -> tuple[GenerationRequest, list]:
     p = body.parameters
     if path_adapter and p.adapter_id and p.adapter_id != path_adapter:
         raise InvalidRequest(f"adapter_id {p.adapter_id!r} contradicts the URL's adapter {path_adapter!r}", "adapter_id")
@@ -28,15 +29,17 @@ def _request(body: TGIRequest, path_adapter: str | None, chat, settings) -> Gene
     if p.stop and len(p.stop) > settings.max_stop_sequences:
         raise InvalidRequest(f"stop supports at most {settings.max_stop_sequences} sequences. Given: {len(p.stop)}", "stop")
     adapter = chat.adapter_for(path_adapter or p.adapter_id)
-    return GenerationRequest(prompt=body.inputs, adapter=adapter, params=p.sampling(settings.default_max_new_tokens))
+    prompt, sources = chat.ground_text(body.inputs, adapter)  # grounded adapters only
+    return GenerationRequest(prompt=prompt, adapter=adapter, params=p.sampling(settings.default_max_new_tokens)), sources
 
 
-def _details(result: GenerationResult, body: TGIRequest, chat) -> dict:
+def _details(result: GenerationResult, body: TGIRequest, chat, sources: list) -> dict:
     details = {
         "finish_reason": result.finish_reason, "generated_tokens": result.generated_tokens, "seed": result.seed,
         "prefill": [token_json(t) for t in result.prefill], "tokens": [token_json(t) for t in result.tokens],
         "energy_joules": result.energy_joules, "energy_source": result.energy_source,
         "handoff": chat.handoff_for_prompt(body.inputs, result.text, result.adapter).json(),
+        "sources": sources_json(sources),
     }
     if body.parameters.top_n_tokens:
         details["top_tokens"] = [[token_json(x) for x in (t.top_tokens or [])] for t in result.tokens]
@@ -44,17 +47,17 @@ def _details(result: GenerationResult, body: TGIRequest, chat) -> dict:
 
 
 async def _generate(body: TGIRequest, path_adapter, chat, engine, settings, as_list: bool) -> Response:
-    req = _request(body, path_adapter, chat, settings)
+    req, sources = _request(body, path_adapter, chat, settings)
     result = await run(engine, req, settings.request_timeout_s)
     text = (body.inputs + result.text) if body.parameters.return_full_text else result.text
     payload = {"generated_text": text}
     if body.parameters.details:
-        payload["details"] = _details(result, body, chat)
+        payload["details"] = _details(result, body, chat, sources)
     return JSONResponse([payload] if as_list else payload, headers=result_headers(result, engine.device))
 
 
 async def _stream(body: TGIRequest, path_adapter, chat, engine, settings) -> StreamingResponse:
-    req = _request(body, path_adapter, chat, settings)  # errors here are plain JSON responses, before the stream
+    req, sources = _request(body, path_adapter, chat, settings)  # errors here are plain JSON responses, before the stream
     prefix = body.inputs if body.parameters.return_full_text else ""
     events = await open_stream(engine, req, settings.request_timeout_s)  # refusals (429, 422, ...) before the stream
 
@@ -69,6 +72,7 @@ async def _stream(body: TGIRequest, path_adapter, chat, engine, settings) -> Str
                             "finish_reason": event.finish_reason, "generated_tokens": event.generated_tokens,
                             "seed": event.seed, "energy_joules": event.energy_joules, "energy_source": event.energy_source,
                             "handoff": chat.handoff_for_prompt(body.inputs, event.text, req.adapter).json(),
+                            "sources": sources_json(sources),
                         }
                         yield sse(last, space=False)
                     return
