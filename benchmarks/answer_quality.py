@@ -20,9 +20,10 @@ Scores (mean over questions, with 95% bootstrap intervals over questions, 2,000 
 - fault_script_on_info: over the 24 informational questions, the share answered with a fault script (any
   cause name or cause assertion as above, hedged or not);
 - definition_contradicts_glossary: over the 6 "what is / what does X mean" questions, the share whose
-  answer's first two sentences are closer (MiniLM cosine) to another glossary entry than to the asked term's,
-  or below 0.4 cosine to the asked term's entry: the answer defines the term as something else, or as
-  nothing a customer could check against the glossary. An approximation of "contradicts", stated as such.
+  answer's first two sentences do not have the asked term's glossary entry among their two nearest entries
+  (MiniLM cosine over the 52), or are below 0.4 cosine to it: the answer defines the term as something else,
+  or as nothing a customer could check against the glossary. An approximation of "contradicts", stated as such
+  (the references pass it: 0 of 6).
 Baselines, scored the same way against the references: echo (the question itself as the answer) and wrong
 reference (the reference answer of another question, a fixed derangement).
 Retrieval cost: 10 sequential 1-token requests to the shipped adapter; the server's retrieval histogram
