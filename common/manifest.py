@@ -69,6 +69,9 @@ class AdapterManifest(_Section):
     energy: Energy | None = None
     system_prompt: str | None = None
     chat_template: str | None = None
+    # Grounded training (common.knowledge.manifest_section): the knowledge base's fingerprint and k. The server
+    # grounds an adapter exactly when this is present.
+    knowledge: dict | None = None
     command: str | None = None
     created_at: str = Field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
     started_at: str | None = None

@@ -60,6 +60,11 @@ class RootPath:
 def create_app(settings: ServeSettings, model_dir, engine: Engine | None = None) -> FastAPI:
     """`engine` may be given (tests, a remote engine); else the local engine is built at start-up."""
 
+    from common.knowledge import load_knowledge
+    from common.models import cache_dir
+
+    knowledge = load_knowledge(settings.knowledge)  # a broken knowledge base stops the start, with its reason
+
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
         eng = engine or await asyncio.to_thread(build_engine, settings, model_dir)
@@ -69,7 +74,9 @@ def create_app(settings: ServeSettings, model_dir, engine: Engine | None = None)
         registry = AdapterRegistry(eng, settings.adapters, metrics)
         await registry.sync(initial=True)
         app.state.settings, app.state.engine, app.state.metrics, app.state.registry = settings, eng, metrics, registry
-        app.state.chat = ChatService(eng, settings.system_prompt, HandoffRules.load(settings.handoff_rules), metrics)
+        app.state.chat = ChatService(eng, settings.system_prompt, HandoffRules.load(settings.handoff_rules), metrics,
+                                     knowledge, cache_dir() / "knowledge")
+        await asyncio.to_thread(app.state.chat.warm_knowledge)
         app.state.feedback = open_store(settings.feedback_db, Redactor(settings.redact_account_patterns))
         watcher = asyncio.create_task(registry.watch(settings.watch_interval_s)) if settings.watch_interval_s > 0 else None
         log.info("serving %s with adapters %s", eng.name, sorted(eng.adapters()) or "none")

@@ -22,6 +22,7 @@ def serve(
     max_batch_size: Annotated[int | None, typer.Option(help="Requests decoded together")] = None,
     engine: Annotated[str | None, typer.Option(help="local | tgi | lorax | vllm (a remote engine at --engine-url)")] = None,
     engine_url: Annotated[str | None, typer.Option(help="Remote engine base URL (vLLM: http://host:port/v1)")] = None,
+    knowledge: Annotated[Path | None, typer.Option(help="Knowledge base for grounded adapters: a folder/file of .yaml/.jsonl/.md entries (default: the kit's glossary)")] = None,
     log_level: Annotated[str, typer.Option(help="debug | info | warning")] = "info",
 ):
     """Serve the base model and the adapter store over OpenAI- and TGI-compatible HTTP APIs."""
@@ -43,7 +44,7 @@ def serve(
     try:
         settings = ServeSettings.from_cli(model=model, adapters=adapters, host=host, port=port, dtype=dtype,
                                           device=device, weights=weights, max_batch_size=max_batch_size, engine=engine,
-                                          engine_url=engine_url)
+                                          engine_url=engine_url, knowledge=knowledge)
         if settings.engine == "local":
             model_dir = resolve_model_dir(settings.model)
         else:  # a remote engine needs only the config and tokenizer here
@@ -63,6 +64,7 @@ def serve(
     if not settings.adapters.is_dir():
         console.print(f"[yellow]adapter store {settings.adapters} does not exist; serving the base model only[/yellow]")
 
+    from common.knowledge import KnowledgeError
     from serve.app import create_app
 
     # uvicorn stops accepting, lets in-flight requests finish (up to the grace period), then re-raises SIGTERM
@@ -70,5 +72,10 @@ def serve(
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     # Keep-alive longer than the usual proxy/load-balancer idle timeout (60 s): with uvicorn's default of 5 s,
     # a client or gateway can send on a connection the server is closing, and the request is lost.
-    uvicorn.run(create_app(settings, model_dir), host=settings.host, port=settings.port, log_level=log_level,
+    try:
+        application = create_app(settings, model_dir)
+    except KnowledgeError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2)
+    uvicorn.run(application, host=settings.host, port=settings.port, log_level=log_level,
                 timeout_graceful_shutdown=30, timeout_keep_alive=75)

@@ -18,6 +18,7 @@ from serve.engine.interface import Engine
 LATENCY = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 PER_TOKEN = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28)
 TOKENS = (1, 4, 16, 64, 128, 256, 512, 1024, 2048, 4096)
+RETRIEVAL = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1)
 JOULES = (0.01, 0.03, 0.1, 0.3, 1, 3, 10, 30, 100, 300, 1000)
 
 
@@ -42,6 +43,8 @@ class Metrics:
         self.load_duration = Histogram("supportkit_adapter_load_duration_seconds", "Adapter read + validation time", buckets=LATENCY, registry=r)
         self.load_failures = Counter("supportkit_adapter_load_failures", "Adapters refused at load", registry=r)
         self.handoffs = Counter("supportkit_handoffs", "Turns flagged for hand-off to a human", a, registry=r)
+        self.retrieval_duration = Histogram("supportkit_retrieval_duration_seconds",
+                                            "Knowledge-base retrieval per grounded request", a, buckets=RETRIEVAL, registry=r)
         r.register(_EngineCollector(engine))
 
     def label(self, adapter: str | None) -> str:
@@ -80,6 +83,9 @@ class Metrics:
 
     def handoff(self, adapter: str | None) -> None:
         self.handoffs.labels(self.label(adapter)).inc()
+
+    def retrieval(self, adapter: str | None, seconds: float) -> None:
+        self.retrieval_duration.labels(self.label(adapter)).observe(seconds)
 
     def adapter_loaded(self, seconds: float) -> None:
         self.load_duration.observe(seconds)

@@ -44,6 +44,8 @@ class ServeSettings(KitSettings):
     max_request_bytes: int = Field(1_000_000, description="Largest request body accepted")
     request_timeout_s: float = Field(300.0, description="A generation still running after this is cancelled")
     system_prompt: str = Field(DEFAULT_SYSTEM_PROMPT, description="Used when neither the chat nor the adapter has one")
+    knowledge: Path | None = Field(None, description="Knowledge base for adapters trained grounded: a folder or file of "
+                                   ".yaml/.jsonl/.md entries (docs/knowledge.md); default: the kit's glossary")
     watch_interval_s: float = Field(2.0, description="How often the adapter store is scanned; 0 disables")
     cors_origins: list[str] = Field(default_factory=list, description="Allowed CORS origins; none by default")
     metrics_max_adapters: int = Field(20, description="Adapters with their own metrics label; the rest are 'other'")

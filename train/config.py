@@ -39,6 +39,11 @@ class TrainConfig(BaseModel):
     max_train_examples: int | None = Field(None, ge=1, description="cap on training conversations (seeded sample)")
     max_val_examples: int | None = Field(64, ge=1, description="cap on validation conversations (seeded sample)")
     max_length: int = Field(512, ge=16, description="longest tokenized conversation; longer ones are truncated")
+    knowledge: str | None = Field(None, description="ground the prompts: 'kit' (the glossary) or a knowledge-base "
+                                  "folder/file; None = ungrounded. The server grounds the adapter the same way")
+    init_adapter: str | None = Field(None, description="continue training this PEFT adapter directory (same r, "
+                                     "alpha and modules) instead of starting from fresh LoRA weights")
+    knowledge_k: int = Field(2, ge=1, le=8, description="knowledge-base entries rendered into each prompt")
 
     r: int = Field(16, ge=1, description="LoRA rank")
     alpha: float = Field(32, gt=0, description="LoRA alpha (scale = alpha / r)")
@@ -49,6 +54,8 @@ class TrainConfig(BaseModel):
     learning_rate: float = Field(2e-4, gt=0)
     epochs: float = Field(1.0, gt=0)
     max_steps: int = Field(-1, description="> 0 overrides epochs")
+    max_train_minutes: float | None = Field(None, gt=0, description="stop (evaluate and save) after this much "
+                                            "training time even if steps remain; the manifest records the steps done")
     batch_size: int = Field(4, ge=1)
     grad_accum: int = Field(1, ge=1)
     warmup_ratio: float = Field(0.03, ge=0, lt=1)

@@ -23,10 +23,11 @@ def load_records(cfg: TrainConfig) -> tuple[list[Conversation], str]:
         from train.data.records import assign_splits
 
         system = system_prompt()
-        chosen = pick_scenarios(scenarios(load_glossary()), cfg.offline_scenarios, cfg.data_seed)
+        glossary = load_glossary()
+        chosen = pick_scenarios(scenarios(glossary), cfg.offline_scenarios, cfg.data_seed)
         splits = assign_splits((s.id for s in chosen), seed=cfg.data_seed)
         rows, seen = [], set()
-        for sc, k, messages in generate_offline(chosen, cfg.offline_per_scenario, system, cfg.data_seed):
+        for sc, k, messages in generate_offline(chosen, cfg.offline_per_scenario, system, cfg.data_seed, glossary.causes):
             key = content_key(messages)
             if key not in seen:
                 seen.add(key)

@@ -39,7 +39,7 @@ def plot_losses(history: list[dict], path: Path, title: str) -> Path | None:
 
 def build_manifest(cfg: TrainConfig, result, energy: dict, command: str, started: str, finished: str) -> AdapterManifest:
     from common.models import model_fingerprint
-    from train.recipe import perplexity
+    from train.recipe import init_adapter_ref, perplexity
 
     return AdapterManifest(
         name=cfg.name,
@@ -51,12 +51,15 @@ def build_manifest(cfg: TrainConfig, result, energy: dict, command: str, started
             max_length=cfg.max_length, lr_scheduler=cfg.lr_scheduler, train_examples=result.train_examples,
             val_examples=result.val_examples, train_tokens=result.train_tokens, data=cfg.data,
             device=result.device, resumed_from=result.resumed_from, train_runtime_s=result.train_runtime_s,
+            reply_tokens=result.reply_tokens, init_adapter=init_adapter_ref(cfg),
+            max_steps=cfg.max_steps if cfg.max_steps > 0 else None, max_train_minutes=cfg.max_train_minutes,
         ),
         metrics=Metrics(train_loss=result.train_loss, val_loss=result.val_loss, perplexity=perplexity(result.val_loss)),
         energy=Energy(kwh=energy["kwh"], sources=energy["sources"], duration_s=energy["duration_s"],
                       co2_kg=energy.get("co2_kg"), hardware=energy["hardware"]),
         system_prompt=result.system_prompt or None,
         chat_template=result.chat_template,
+        knowledge=result.knowledge,
         command=command,
         started_at=started,
         finished_at=finished,

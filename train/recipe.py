@@ -37,6 +37,8 @@ class RunResult:
     log_history: list[dict] = field(default_factory=list)
     resumed_from: str | None = None
     train_runtime_s: float | None = None
+    knowledge: dict | None = None  # the manifest's `knowledge` section when the prompts were grounded
+    reply_tokens: dict | None = None  # lengths of the training replies (the demo sizes its token limit from them)
 
 
 def pick_device() -> str:
@@ -124,6 +126,15 @@ def train(cfg: TrainConfig, work_dir: Path, stage_dir: Path, progress: bool = Tr
         raise RecipeError(str(exc)) from exc
     train_rows = select_split(rows, "train", cfg.max_train_examples, cfg.data_seed)
     val_rows = select_split(rows, "val", cfg.max_val_examples, cfg.data_seed)
+    from common.knowledge import KnowledgeError
+    from train.grounding import ground_rows, knowledge_for, knowledge_manifest
+
+    try:
+        kb = knowledge_for(cfg)
+    except KnowledgeError as exc:
+        raise RecipeError(str(exc)) from exc
+    if kb:
+        train_rows, val_rows = ground_rows(train_rows, kb, cfg.knowledge_k), ground_rows(val_rows, kb, cfg.knowledge_k)
     train_ds = tokenize_all(tok, train_rows, cfg.max_length)
     val_ds = tokenize_all(tok, val_rows, cfg.max_length)
     if not train_ds or not val_ds:
@@ -133,16 +144,20 @@ def train(cfg: TrainConfig, work_dir: Path, stage_dir: Path, progress: bool = Tr
     dtype = torch.bfloat16 if _use_bf16(cfg, device) else torch.float32
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype)
     model.config.use_cache = False
-    model = get_peft_model(model, LoraConfig(
-        r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout, target_modules=list(cfg.target_modules),
-        task_type="CAUSAL_LM"))
+    if cfg.init_adapter:
+        model = continue_from(model, cfg)
+    else:
+        model = get_peft_model(model, LoraConfig(
+            r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout, target_modules=list(cfg.target_modules),
+            task_type="CAUSAL_LM"))
 
     ckpt_dir = work_dir / "checkpoints"
     resume = last_checkpoint(ckpt_dir)
     trainer_cls = _trainer_class()
     trainer = trainer_cls(
         model=model, args=training_arguments(cfg, ckpt_dir, device, progress), train_dataset=train_ds,
-        eval_dataset=val_ds, data_collator=PadToLongest(tok.pad_token_id), callbacks=list(callbacks),
+        eval_dataset=val_ds, data_collator=PadToLongest(tok.pad_token_id),
+        callbacks=[*callbacks, *([_time_budget(cfg.max_train_minutes)] if cfg.max_train_minutes else [])],
     )
     trainer.select_logits = cfg.select_logits
     out = trainer.train(resume_from_checkpoint=resume)
@@ -158,8 +173,81 @@ def train(cfg: TrainConfig, work_dir: Path, stage_dir: Path, progress: bool = Tr
         train_tokens=int(trainer.state.num_input_tokens_seen or 0), global_step=trainer.state.global_step,
         train_loss=train_losses[-1] if train_losses else out.training_loss, val_loss=metrics.get("eval_loss"),
         log_history=history, resumed_from=os.path.basename(resume) if resume else None,
-        train_runtime_s=out.metrics.get("train_runtime"),
+        train_runtime_s=out.metrics.get("train_runtime"), knowledge=knowledge_manifest(kb, cfg.knowledge_k),
+        reply_tokens=reply_token_stats(tok, train_rows),
     )
+
+
+def _time_budget(minutes: float):
+    """Stop after the step that ends past `minutes` of training (this attempt's, not counting a resumed part):
+    on a shared machine a run then ends when planned; the manifest records the steps actually done."""
+    import time
+
+    from transformers import TrainerCallback
+
+    class TimeBudget(TrainerCallback):
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.deadline = time.monotonic() + minutes * 60
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if time.monotonic() > self.deadline:
+                control.should_training_stop = True
+                control.should_save = True
+            return control
+
+    return TimeBudget()
+
+
+def continue_from(model, cfg: TrainConfig):
+    """The base model with the LoRA weights of `cfg.init_adapter` (safetensors only), trainable: a run that
+    continues an earlier adapter. Its LoRA settings must be the config's, so that the manifest tells the truth."""
+    import json
+
+    from peft import PeftModel
+
+    path = Path(cfg.init_adapter)
+    if not (path / "adapter_model.safetensors").is_file() or not (path / "adapter_config.json").is_file():
+        raise RecipeError(f"init_adapter {path} is not a PEFT adapter directory with adapter_model.safetensors")
+    saved = json.loads((path / "adapter_config.json").read_text())
+    mine = {"r": cfg.r, "lora_alpha": cfg.alpha, "target_modules": sorted(cfg.target_modules)}
+    theirs = {"r": saved.get("r"), "lora_alpha": saved.get("lora_alpha"),
+              "target_modules": sorted(saved.get("target_modules") or [])}
+    if mine != theirs:
+        raise RecipeError(f"init_adapter {path} has LoRA settings {theirs}; the config says {mine}")
+    return PeftModel.from_pretrained(model, str(path), is_trainable=True, use_safetensors=True)
+
+
+def init_adapter_ref(cfg: TrainConfig) -> dict | None:
+    """What the manifest records about the adapter a run continued from."""
+    if not cfg.init_adapter:
+        return None
+    import hashlib
+
+    path = Path(cfg.init_adapter)
+    digest = hashlib.sha256((path / "adapter_model.safetensors").read_bytes()).hexdigest()[:32]
+    ref = {"path": str(path), "weights_sha256": digest}
+    try:
+        from common.manifest import read_manifest
+
+        m = read_manifest(path)
+    except ValueError:
+        m = None
+    if m:
+        ref.update(name=m.name, dataset_fingerprint=m.training.dataset_fingerprint if m.training else None,
+                   steps=m.training.steps if m.training else None, command=m.command)
+    return ref
+
+
+def reply_token_stats(tok, rows) -> dict | None:
+    """Median, 90th percentile and longest assistant reply of the training data, in tokens."""
+    import statistics
+
+    lengths = sorted(len(tok(m.content, add_special_tokens=False)["input_ids"])
+                     for r in rows for m in r.messages if m.role == "assistant")
+    if not lengths:
+        return None
+    return {"median": int(statistics.median(lengths)), "p90": lengths[int(0.9 * (len(lengths) - 1))],
+            "max": lengths[-1]}
 
 
 def perplexity(loss: float | None) -> float | None:

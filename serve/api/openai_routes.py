@@ -14,6 +14,7 @@ from serve.api.openai_schemas import ChatCompletion, ChatCompletionChunk, ChatCo
 from serve.api.openapi_docs import streams
 from serve.api.responses import closing, open_stream, result_headers, run, sse
 from serve.api.serving import OPENAI_FINISH, check_limits, energy, openai_error_event, usage
+from serve.chat import sources_json
 from serve.engine.types import GenerationResult
 from serve.errors import ServeError
 
@@ -33,7 +34,7 @@ async def _chat(body: ChatCompletionRequest, path_model: str | None, chat, engin
     params = body.sampling(settings.default_max_new_tokens)
     check_limits(settings, body.max_completion_tokens or body.max_tokens, "max_tokens", params.stop)
     messages = body.chat_messages()
-    req = chat.request(messages, model, params)
+    req, sources = chat.grounded_request(messages, model, params)
     served = model or chat.base_name
     head = {"id": f"chatcmpl-{uuid.uuid4().hex}", "created": int(time.time()), "model": served}
 
@@ -43,7 +44,8 @@ async def _chat(body: ChatCompletionRequest, path_model: str | None, chat, engin
                   "finish_reason": OPENAI_FINISH[result.finish_reason],
                   "logprobs": _logprobs(result.tokens) if body.logprobs else None}
         payload = ChatCompletion(**head, object="chat.completion", choices=[choice], usage=usage(result), energy=energy(result),
-                                 handoff=chat.handoff_for_messages(messages, result.text, req.adapter).json())
+                                 handoff=chat.handoff_for_messages(messages, result.text, req.adapter).json(),
+                                 sources=sources_json(sources))
         return JSONResponse(payload.json_body(), headers=result_headers(result, engine.device))
 
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
@@ -60,7 +62,8 @@ async def _chat(body: ChatCompletionRequest, path_model: str | None, chat, engin
                 if isinstance(event, GenerationResult):
                     yield chunk(choices=[{"index": 0, "delta": {}, "finish_reason": OPENAI_FINISH[event.finish_reason]}],
                                 energy=energy(event),
-                                handoff=chat.handoff_for_messages(messages, event.text, req.adapter).json())
+                                handoff=chat.handoff_for_messages(messages, event.text, req.adapter).json(),
+                                sources=sources_json(sources))
                     if include_usage:
                         yield chunk(choices=[], usage=usage(event), energy=energy(event))
                     break

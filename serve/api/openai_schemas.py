@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from serve.api.schemas import Body, Energy, Handoff
+from serve.api.schemas import Body, Energy, Handoff, Source
 from serve.engine.types import SamplingParams
 
 
@@ -127,6 +127,7 @@ class ChatCompletion(Body):
     usage: Usage
     energy: Energy
     handoff: Handoff
+    sources: list[Source] | None = None
 
 
 class ChatDelta(BaseModel):
@@ -152,6 +153,7 @@ class ChatCompletionChunk(Body):
     usage: Usage | None = None
     energy: Energy | None = None
     handoff: Handoff | None = None
+    sources: list[Source] | None = None
 
 
 class CompletionLogprobs(BaseModel):

@@ -20,6 +20,13 @@ class Energy(BaseModel):
     source: str
 
 
+class Source(BaseModel):
+    """A knowledge-base entry the reply was grounded on (adapters trained grounded only)."""
+
+    id: str
+    title: str
+
+
 class Handoff(BaseModel):
     """Whether this turn hands the customer to a person, and why."""
 

@@ -16,29 +16,32 @@ from serve.api.openapi_docs import streams
 from serve.api.responses import closing, open_stream, result_headers, run, sse
 from serve.api.serving import check_limits, hold_last, tgi_error_event
 from serve.api.tgi_schemas import Details, Generated, Info, StreamDetails, StreamEvent, TGIRequest, TGIToken
+from serve.chat import sources_json
 from serve.engine.types import GenerationRequest, GenerationResult
 from serve.errors import InvalidRequest, ServeError
 
 router = APIRouter(tags=["TGI"], route_class=TGIRoute)
 
 
-def _request(body: TGIRequest, path_adapter: str | None, chat, settings) -> GenerationRequest:
+def _request(body: TGIRequest, path_adapter: str | None, chat, settings) -> tuple[GenerationRequest, list]:
     p = body.parameters
     if path_adapter and p.adapter_id and p.adapter_id != path_adapter:
         raise InvalidRequest(f"adapter_id {p.adapter_id!r} contradicts the URL's adapter {path_adapter!r}", "adapter_id")
     check_limits(settings, p.max_new_tokens, "max_new_tokens", p.stop or [])
     adapter = chat.adapter_for(path_adapter or p.adapter_id)
-    return GenerationRequest(prompt=body.inputs, adapter=adapter, params=p.sampling(settings.default_max_new_tokens))
+    prompt, sources = chat.ground_text(body.inputs, adapter)  # grounded adapters only
+    return GenerationRequest(prompt=prompt, adapter=adapter, params=p.sampling(settings.default_max_new_tokens)), sources
 
 
-def _stream_details(result: GenerationResult, body: TGIRequest, chat) -> dict:
+def _stream_details(result: GenerationResult, body: TGIRequest, chat, sources: list) -> dict:
     return {"finish_reason": result.finish_reason, "generated_tokens": result.generated_tokens, "seed": result.seed,
             "energy_joules": result.energy_joules, "energy_source": result.energy_source,
-            "handoff": chat.handoff_for_prompt(body.inputs, result.text, result.adapter).json()}
+            "handoff": chat.handoff_for_prompt(body.inputs, result.text, result.adapter).json(),
+            "sources": sources_json(sources)}
 
 
-def _details(result: GenerationResult, body: TGIRequest, chat) -> Details:
-    details = Details(**_stream_details(result, body, chat), prefill=[TGIToken.of(t) for t in result.prefill],
+def _details(result: GenerationResult, body: TGIRequest, chat, sources: list) -> Details:
+    details = Details(**_stream_details(result, body, chat, sources), prefill=[TGIToken.of(t) for t in result.prefill],
                       tokens=[TGIToken.of(t) for t in result.tokens])
     if body.parameters.top_n_tokens:
         details.top_tokens = [[TGIToken.of(x) for x in (t.top_tokens or [])] for t in result.tokens]
@@ -46,18 +49,18 @@ def _details(result: GenerationResult, body: TGIRequest, chat) -> Details:
 
 
 async def _generate(body: TGIRequest, path_adapter, chat, engine, settings, as_list: bool) -> Response:
-    req = _request(body, path_adapter, chat, settings)
+    req, sources = _request(body, path_adapter, chat, settings)
     result = await run(engine, req, settings.request_timeout_s)
     text = (body.inputs + result.text) if body.parameters.return_full_text else result.text
     payload = Generated(generated_text=text)
     if body.parameters.details:
-        payload.details = _details(result, body, chat)
+        payload.details = _details(result, body, chat, sources)
     out = payload.json_body()
     return JSONResponse([out] if as_list else out, headers=result_headers(result, engine.device))
 
 
 async def _stream(body: TGIRequest, path_adapter, chat, engine, settings) -> StreamingResponse:
-    req = _request(body, path_adapter, chat, settings)  # errors here are plain JSON responses, before the stream
+    req, sources = _request(body, path_adapter, chat, settings)  # errors here are plain JSON responses, before the stream
     prefix = body.inputs if body.parameters.return_full_text else ""
     events = open_stream(engine, req, settings.request_timeout_s)  # refusals (429, 422, ...) before the stream
 
@@ -73,7 +76,7 @@ async def _stream(body: TGIRequest, path_adapter, chat, engine, settings) -> Str
                     event.top_tokens = [TGIToken.of(t) for t in token.top_tokens]
                 if result is not None:  # TGI puts the full text and details on the last token's event
                     event.generated_text = prefix + result.text
-                    event.details = StreamDetails(**_stream_details(result, body, chat))
+                    event.details = StreamDetails(**_stream_details(result, body, chat, sources))
                 yield sse(event.json_body(), space=False)
         except ServeError as exc:
             yield tgi_error_event(exc)

@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from serve.api.schemas import Body, Handoff
+from serve.api.schemas import Body, Handoff, Source
 from serve.engine.types import SamplingParams
 
 
@@ -92,6 +92,7 @@ class StreamDetails(Body):
     energy_joules: float | None = None
     energy_source: str = "unknown"
     handoff: Handoff | None = None
+    sources: list[Source] | None = None
 
 
 class Details(StreamDetails):

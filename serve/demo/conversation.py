@@ -67,8 +67,28 @@ def describe_model(chat: ChatService, model: str) -> str:
     return f"{head}\n\n> {html.escape(prompt)}"
 
 
-def footer(result: GenerationResult, handoff) -> str:
-    """The line under a reply: latency, time to first token, tokens, energy and its source, hand-off."""
+def default_max_tokens(chat, model: str, fallback: int, ceiling: int) -> int:
+    """The page's "Max new tokens" for a model: room for its own replies (the longest training reply, else 1.5x
+    the 90th percentile, from the manifest), rounded up to 32; `fallback` when the manifest does not say."""
+    weights = chat.engine.adapters().get(model) if model and model != chat.base_name else None
+    lengths = ((weights.manifest or {}).get("training") or {}).get("reply_tokens") if weights else None
+    if not lengths:
+        return min(fallback, ceiling)
+    room = max(int(lengths.get("max") or 0), int(1.5 * (lengths.get("p90") or 0)))
+    return max(64, min(ceiling, -(-room // 32) * 32))
+
+
+def sources_html(sources) -> str:
+    """The knowledge-base entries a reply was grounded in (empty for a model served ungrounded)."""
+    if not sources:
+        return ""
+    items = "".join(f"<li><code>{html.escape(e.id)}</code> {html.escape(e.title)}</li>" for e in sources)
+    return f"<div class='reply-sources'><span>Sources</span><ul>{items}</ul></div>"
+
+
+def footer(result: GenerationResult, handoff, sources=()) -> str:
+    """The lines under a reply: sources, latency, time to first token, tokens, energy and its source, a mark
+    when the reply was cut at the token limit, hand-off."""
     t = result.timings
     energy = "n/a" if result.energy_joules is None else f"{result.energy_joules:.3g} J"
     parts = [
@@ -78,9 +98,12 @@ def footer(result: GenerationResult, handoff) -> str:
         f"<span title='energy of this reply, and where the figure comes from'>energy {energy} ({result.energy_source})</span>",
     ]
     line = " · ".join(parts)
+    if result.finish_reason == "length":
+        line += ("<br><span class='cut' title='raise Max new tokens under Generation to let it finish'>"
+                 f"Cut at the limit of {result.generated_tokens} new tokens: the reply did not finish</span>")
     if handoff.flagged:
         line += f"<br><span class='handoff'>Hand-off to a human: {REASONS.get(handoff.reason, handoff.reason)}</span>"
-    return f"<div class='reply-metrics'>{line}</div>"
+    return sources_html(sources) + f"<div class='reply-metrics'>{line}</div>"
 
 
 def display(side: Side, question: str | None = None, streaming: str | None = None) -> list[dict]:
@@ -148,11 +171,11 @@ async def send(chat: ChatService, engine: Engine, timeout_s: float, session: Ses
     for side, model in models.items():
         messages = [*session.sides[side].history, {"role": "user", "content": message}]
         try:
-            requests[side] = (messages, chat.request(messages, model, params))
+            requests[side] = (messages, *chat.grounded_request(messages, model, params))
         except ServeError as exc:
             errors[side] = error_text(model, exc)
     streams = {}
-    for side, (_, req) in list(requests.items()):
+    for side, (_, req, _) in list(requests.items()):
         try:
             streams[side] = open_stream(engine, req, timeout_s)
         except ServeError as exc:
@@ -165,12 +188,12 @@ async def send(chat: ChatService, engine: Engine, timeout_s: float, session: Ses
             errors[side] = error_text(models[side], exc)
             texts.pop(side, None)
         elif isinstance(event, GenerationResult):
-            messages, req = requests[side]
+            messages, req, sources = requests[side]
             handoff = chat.handoff_for_messages(messages, event.text, req.adapter)
             state = session.sides[side]
             state.history = [*messages, {"role": "assistant", "content": event.text}]
-            state.notes[len(state.history) - 1] = {"model": models[side], "footer": footer(event, handoff),
-                                                   "handoff": handoff.flagged}
+            state.notes[len(state.history) - 1] = {"model": models[side], "footer": footer(event, handoff, sources),
+                                                   "handoff": handoff.flagged, "sources": [e.id for e in sources]}
             texts.pop(side, None)
         elif event.text:
             texts[side] += event.text

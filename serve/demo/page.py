@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import gradio as gr
 
-from serve.demo.conversation import Session, describe_model, display, load_examples, model_choices, rate, send
+from serve.demo.conversation import (Session, default_max_tokens, describe_model, display, load_examples,
+                                     model_choices, rate, send)
 from serve.engine.types import SamplingParams
 
 INTRO = ("Ask a customer question, watch the reply stream in, and rate it. Each reply shows its latency, time "
@@ -60,7 +61,8 @@ def build_page(state) -> gr.Blocks:
                     comment_btn = gr.Button("Save comment", size="sm", elem_id="save-comment")
                     feedback_status = gr.Markdown(elem_id="feedback-status")
                 with gr.Accordion("Generation", open=False):
-                    max_tokens = gr.Slider(8, 512, value=128, step=8, label="Max new tokens")
+                    max_tokens = gr.Slider(8, 1024, value=256, step=8, label="Max new tokens", elem_id="max-tokens",
+                                           info="Set from the model's own reply lengths when you pick it")
                     temperature = gr.Slider(0, 1.5, value=0, step=0.05, label="Temperature (0 = greedy)")
                 clear_btn = gr.Button("New conversation", elem_id="new-conversation")
         timer = gr.Timer(3)
@@ -83,9 +85,14 @@ def build_page(state) -> gr.Blocks:
             adapters = sorted(s.chat.engine.adapters())
             first = adapters[0] if adapters else s.chat.base_name
             return (Session(), facts(s), gr.update(choices=choices, value=first),
-                    gr.update(choices=choices, value=s.chat.base_name), describe_model(s.chat, first))
+                    gr.update(choices=choices, value=s.chat.base_name), describe_model(s.chat, first),
+                    gr.update(value=token_default(s, first), maximum=s.settings.max_new_tokens))
 
-        page.load(on_load, outputs=[session, header, model_a, model_b, info_a], queue=False, api_visibility="private")
+        def token_default(s, model) -> int:
+            return default_max_tokens(s.chat, model, s.settings.default_max_new_tokens, s.settings.max_new_tokens)
+
+        page.load(on_load, outputs=[session, header, model_a, model_b, info_a, max_tokens], queue=False,
+                  api_visibility="private")
         refresh_io = dict(inputs=[model_a, model_b, compare], outputs=[header, model_a, model_b, info_a, info_b],
                           queue=False, show_progress="hidden", api_visibility="private")
         timer.tick(refresh, **refresh_io)
@@ -95,7 +102,12 @@ def build_page(state) -> gr.Blocks:
         def on_model(m):
             return describe_model(state().chat, m), gr.update(label=m)
 
-        model_a.change(on_model, [model_a], [info_a, chat_a], queue=False, api_visibility="private", show_progress="hidden")
+        def on_model_a(m):
+            s = state()
+            return describe_model(s.chat, m), gr.update(label=m), token_default(s, m)
+
+        model_a.change(on_model_a, [model_a], [info_a, chat_a, max_tokens], queue=False, api_visibility="private",
+                       show_progress="hidden")
         model_b.change(on_model, [model_b], [info_b, chat_b], queue=False, api_visibility="private", show_progress="hidden")
 
         def on_compare(on):

@@ -23,7 +23,7 @@ def reply_text(message: dict) -> str:
     """The reply as the model wrote it: the chat message without the metrics footer under it."""
     content = message["content"]
     text = content[0]["text"] if isinstance(content, list) else content
-    return text.split("\n\n<div class='reply-metrics'>")[0]
+    return text.split("\n\n<div class='reply-")[0]  # the sources and metrics under the reply
 
 
 def send(client, text, model_a, compare=False, model_b="", max_tokens=16):

@@ -106,3 +106,35 @@ def test_chat_metrics_feedback_hot_load_and_compare(browser_page, server_factory
     out.mkdir(exist_ok=True)
     page.screenshot(path=str(out / "demo.png"), full_page=True)
     assert errors == []
+
+
+def test_grounded_reply_shows_its_sources_and_the_token_limit_fits_the_adapter(browser_page, server_factory, tiny_model,
+                                                                               tmp_path):
+    """An adapter trained grounded: its sources beside the reply, "Max new tokens" sized from its manifest's
+    reply lengths, and a visible mark when the reply stops at that limit (a random adapter never ends its turn)."""
+    from common.chat_template import KIT_CHAT_TEMPLATE
+    from common.knowledge import load_knowledge, manifest_section
+    from common.manifest import AdapterManifest, write_manifest
+    from common.tiny import build_random_adapter
+
+    page, errors = browser_page
+    store = tmp_path / "store"
+    build_random_adapter(tiny_model, store / "support-kb", r=4, seed=5)
+    write_manifest(store / "support-kb", AdapterManifest(
+        name="support-kb", system_prompt="You are a telecom support agent.", chat_template=KIT_CHAT_TEMPLATE,
+        knowledge=manifest_section(load_knowledge(), 2), training={"reply_tokens": {"median": 60, "p90": 70, "max": 90}}))
+    srv = server_factory("--model", str(tiny_model), "--adapters", str(store), "--dtype", "float32")
+    page.set_default_timeout(WAIT_MS)
+    page.goto(srv.url + "/demo/")
+    page.wait_for_function("document.querySelector('#model-a input')?.value === 'support-kb'")
+    page.wait_for_function("document.querySelector('#max-tokens input[type=number]')?.value === '128'")  # max(90, 1.5 x 70) -> 128
+    page.locator("#message textarea").fill("How do I keep my phone number when I move to your network?")
+    page.locator("#send").click()
+    sources = page.locator("#chat-a .reply-sources").first
+    sources.wait_for()
+    assert "porting" in sources.inner_text() and "Sources" in sources.inner_text()
+    assert "Cut at the limit of 128 new tokens" in page.locator("#chat-a .reply-metrics .cut").first.inner_text()
+    out = ROOT / "test-artifacts"
+    out.mkdir(exist_ok=True)
+    page.screenshot(path=str(out / "demo-sources.png"), full_page=True)
+    assert errors == []

@@ -42,3 +42,21 @@ def test_the_demo_adapter_answers_and_ends_its_turns(default_server):
         text = choice["message"]["content"]
         assert len(text.split()) >= 15, text  # an answer, not a fragment
         assert "<start_of_turn>" not in text and "<end_of_turn>" not in text
+
+
+def test_the_demo_adapter_is_grounded_and_answers_a_question_without_a_fault_script(default_server):
+    """Trained grounded in the kit's glossary: the server retrieves for it, the reply names its sources, and an
+    account question gets an answer rather than a diagnosis."""
+    from train.data.glossary import load_glossary
+
+    models = {m["id"]: m for m in httpx.get(default_server.url + "/v1/models").json()["data"]}
+    knowledge = models["telecom-support"]["manifest"]["knowledge"]
+    assert knowledge["k"] == 2 and knowledge["fingerprint"].startswith("sha256:")
+    r = httpx.post(default_server.url + "/v1/chat/completions", timeout=900, json={
+        "model": "telecom-support", "temperature": 0, "max_tokens": 320,
+        "messages": [{"role": "user", "content": "How do I keep my phone number when I move to your network?"}]})
+    body = r.json()
+    assert "porting" in [s["id"] for s in body["sources"]]
+    text = body["choices"][0]["message"]["content"].lower()
+    assert body["choices"][0]["finish_reason"] == "stop" and "porting code" in text, text
+    assert not any(c.name in text for c in load_glossary().causes), text  # no fault script

@@ -16,9 +16,9 @@ def grid():
     return scenarios(load_glossary())
 
 
-def test_grid_is_1560_unique_stable_ids(grid):
+def test_grid_is_1716_unique_stable_ids(grid):
     ids = [s.id for s in grid]
-    assert len(ids) == 1560 == len(set(ids))
+    assert len(ids) == 1560 + 156 == len(set(ids))  # faults, then informational scenarios
     assert ids[0] == "ftth.power_cabling.home"  # built from glossary ids, so it never depends on run order
     assert scenarios(load_glossary())[777].id == ids[777]
 
@@ -26,8 +26,9 @@ def test_grid_is_1560_unique_stable_ids(grid):
 def test_offline_generation_is_deterministic_and_varied(grid):
     system = system_prompt()
     some = pick_scenarios(grid, 200, seed=3)
-    a = list(generate_offline(some, 2, system, seed=0))
-    b = list(generate_offline(some, 2, system, seed=0))
+    causes = load_glossary().causes
+    a = list(generate_offline(some, 2, system, seed=0, causes=causes))
+    b = list(generate_offline(some, 2, system, seed=0, causes=causes))
     assert [m for _, _, m in a] == [m for _, _, m in b]
     conversations = {content_key(m) for _, _, m in a}
     assert len(conversations) >= 0.99 * len(a)
@@ -39,7 +40,6 @@ def test_offline_generation_is_deterministic_and_varied(grid):
         assert messages[0] == {"role": "system", "content": system}
         assert [m["role"] for m in messages[1:]][:2] == ["user", "assistant"]
         text = " ".join(m["content"] for m in messages if m["role"] == "assistant")
-        assert sc.cause.name in text  # the agent names the likely cause
         assert "{" not in text and "}" not in text  # no unfilled template slot
 
 

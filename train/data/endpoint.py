@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import random
 import threading
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
@@ -93,6 +94,8 @@ class EndpointGenerator:
         self.system = system
         self.customer_prompt = load_prompt("customer", prompts_dir)
         self.agent_prompt = load_prompt("agent", prompts_dir)
+        self.customer_info_prompt = load_prompt("customer_info", prompts_dir)
+        self.agent_info_prompt = load_prompt("agent_info", prompts_dir)
         self.stats = GenerationStats()
         self._stats_lock = threading.Lock()
         self._client = client(settings.url, os.environ.get(API_KEY_ENV), settings.timeout_s)
@@ -173,17 +176,34 @@ class EndpointGenerator:
 
     # --- one conversation -----------------------------------------------------------------------------------
     def conversation(self, sc: Scenario, k: int) -> list[dict[str, str]]:
+        """Faults: the customer gives the cue for the cause in half of the conversations, and the agent is told
+        to name the cause only then. Informational scenarios: a question, answered from the glossary."""
         seed = int(hashlib.sha256(f"{self.s.seed}:{sc.id}:{k}".encode()).hexdigest()[:8], 16)
+        pick = random.Random(seed)
         fields = {
-            "term": sc.term.term, "definition": sc.term.definition, "symptom": sc.term.symptom,
-            "check": sc.term.check, "cause_name": sc.cause.name, "cause_explanation": sc.cause.explanation,
-            "steps": "; ".join(sc.cause.steps), "escalation": sc.cause.escalation,
-            "context_name": sc.context.name, "context_description": sc.context.description,
+            "term": sc.term.term, "definition": sc.term.definition, "symptom": pick.choice(sc.term.phrasings),
+            "check": sc.term.check, "context_name": sc.context.name, "context_description": sc.context.description,
             "system_prompt": self.system,
         }
-        customer = self._validated(self.customer_prompt.format(**fields), seed, self._check)
-        agent_prompt = self.agent_prompt.format(**fields, customer_message=customer)
-        agent = self._validated(agent_prompt, seed + 1, lambda t: self._check(t, customer))
+        if sc.informational:
+            question = pick.choice(sc.term.questions or [f"What does {sc.term.short} mean?"])
+            fields.update(question=question, answer=sc.term.answer or sc.term.check)
+            customer_prompt, agent_prompt = self.customer_info_prompt, self.agent_info_prompt
+        else:
+            cue = pick.choice(sc.cause.evidence) if pick.random() < 0.5 else None
+            fields.update(
+                steps="; ".join(sc.cause.steps), escalation=sc.cause.escalation,
+                evidence_note=(f"They also mention, in passing: {cue}." if cue else
+                               "They say nothing about what might have caused it."),
+                agent_rule=(f"The customer's words point to the cause: {sc.cause.name} ({sc.cause.explanation}); "
+                            "name it and give its steps." if cue else
+                            "The customer gave no evidence for any cause: do not name or guess one. Ask one targeted "
+                            f"question (such as: {sc.cause.ask}) or go through the checks in order and say what each "
+                            "result would mean."))
+            customer_prompt, agent_prompt = self.customer_prompt, self.agent_prompt
+        customer = self._validated(customer_prompt.format(**fields), seed, self._check)
+        agent = self._validated(agent_prompt.format(**fields, customer_message=customer), seed + 1,
+                                lambda t: self._check(t, customer))
         return [{"role": "system", "content": self.system}, {"role": "user", "content": customer},
                 {"role": "assistant", "content": agent}]
 

@@ -1,4 +1,9 @@
-"""The glossary (terms, fault causes, usage contexts) and the scenario grid built from it."""
+"""The glossary (terms, fault causes, usage contexts) and the scenario grid built from it.
+
+The grid has two kinds of scenarios: faults (term x cause x context) and informational ones (term x context,
+stored with the cause id `info`): the customer asks what something is or how to do something, and there
+is no fault to diagnose.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +11,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 DEFAULT_GLOSSARY = CONFIGS / "glossary.yaml"
@@ -24,6 +29,24 @@ class Term(_Strict):
     definition: str = Field(min_length=20)
     symptom: str
     check: str
+    symptoms: list[str] = Field(default_factory=list)  # more phrasings of the symptom
+    questions: list[str] = Field(default_factory=list)  # "how do I ...", "can I ..." about this term
+    answer: str | None = None  # the direct answer to `questions`
+
+    @property
+    def phrasings(self) -> list[str]:
+        return [self.symptom, *self.symptoms]
+
+    @property
+    def short(self) -> str:
+        """The name without its parenthesis: "ONT (optical network terminal)" -> "ONT"."""
+        return self.term.split(" (")[0]
+
+    @model_validator(mode="after")
+    def _answer_with_questions(self) -> "Term":
+        if bool(self.questions) != bool(self.answer):
+            raise ValueError(f"term {self.id}: `questions` and `answer` go together")
+        return self
 
 
 class Cause(_Strict):
@@ -33,6 +56,13 @@ class Cause(_Strict):
     customer: str
     steps: list[str] = Field(min_length=2)
     escalation: str
+    cues: list[str] = Field(default_factory=list)  # more ways a customer gives evidence for this cause
+    ask: str  # the one targeted question that tells whether it is this cause
+    sign: str  # what a check shows when it is this cause
+
+    @property
+    def evidence(self) -> list[str]:
+        return [self.customer, *self.cues]
 
 
 class Context(_Strict):
@@ -54,20 +84,30 @@ class Glossary(_Strict):
         dupes = sorted({i for i in ids if ids.count(i) > 1})
         if dupes:
             raise ValueError(f"duplicate ids: {', '.join(dupes)}")
+        if INFO in ids:
+            raise ValueError(f"the id {INFO!r} is reserved for informational scenarios")
         return items
 
 
+INFO = "info"  # the cause id of informational scenarios
+
+
 class Scenario(_Strict):
-    """One cell of the grid; its id (term.cause.context) is stable as long as the glossary ids are."""
+    """One cell of the grid; its id (term.cause.context) is stable as long as the glossary ids are.
+    `cause` is None for an informational scenario (id term.info.context)."""
 
     id: str
     term: Term
-    cause: Cause
+    cause: Cause | None
     context: Context
+
+    @property
+    def informational(self) -> bool:
+        return self.cause is None
 
     def ref(self) -> dict[str, str]:
         """The scenario as stored in a conversation record."""
-        return {"term": self.term.id, "cause": self.cause.id, "context": self.context.id}
+        return {"term": self.term.id, "cause": self.cause.id if self.cause else INFO, "context": self.context.id}
 
 
 def load_glossary(path: str | Path | None = None) -> Glossary:
@@ -80,12 +120,16 @@ def load_glossary(path: str | Path | None = None) -> Glossary:
         raise ValueError(f"{path} is not valid YAML: {exc}") from exc
 
 
-def scenarios(glossary: Glossary) -> list[Scenario]:
-    """term x cause x context, in glossary order."""
-    return [
+def scenarios(glossary: Glossary, informational: bool = True) -> list[Scenario]:
+    """term x cause x context (faults), then term x context (informational), in glossary order."""
+    faults = [
         Scenario(id=f"{t.id}.{c.id}.{x.id}", term=t, cause=c, context=x)
         for t in glossary.terms for c in glossary.causes for x in glossary.contexts
     ]
+    if not informational:
+        return faults
+    return faults + [Scenario(id=f"{t.id}.{INFO}.{x.id}", term=t, cause=None, context=x)
+                     for t in glossary.terms for x in glossary.contexts]
 
 
 def system_prompt(path: str | Path | None = None) -> str:

@@ -1,21 +1,34 @@
 """The offline generator: support conversations composed from the glossary, with no model at all.
 
 Each conversation is drawn from a random generator seeded by (seed, scenario id, sample index), so the same
-settings always give the same dataset. Wording varies through several phrasings per part (greeting, empathy,
-explanation, cause, steps, escalation, closing), the order and number of steps, and one- or two-turn shapes
-(in the latter the agent first asks for one quick check and the customer reports back).
+settings always give the same dataset.
+
+The agent follows the evidence:
+- a fault where the customer's message carries the cue for its cause (half of them): the agent names that
+  cause, then gives its steps and what it will do next;
+- a fault without the cue: the agent names no cause. Either it asks the one targeted question for the
+  cause (or the term's check), the customer answers with the cue, and only then is the cause named; or it
+  walks the checks in order and says what each result would mean ("if ..., that points to ...");
+- an informational scenario ("what does ... mean", "how do I ...", "can I ..."): a direct answer from the
+  glossary (the term's answer or definition), never a fault script.
+Customer wording varies through several symptom phrasings per term, several cue phrasings per cause,
+statements and questions ("why is ...", "how do I fix ...").
 """
 
 from __future__ import annotations
 
 import random
 
-from train.data.glossary import Scenario
+from train.data.glossary import Cause, Scenario
 
-GREETINGS = ["Hello.", "Hi!", "Good morning.", "Hello there.", "Hi,", ""]
+CUE_SHARE = 0.5  # faults whose opening message carries the evidence for the cause
+ASK_FIRST_SHARE = 0.45  # faults without the cue where the agent asks one question before anything else
+
+GREETINGS = ["Hello.", "Hi!", "Good morning.", "Hello there.", "Hi,", "", "", ""]
 QUESTIONS = [
     "What can I do?", "Can you help me?", "How do I fix this?", "Is there a problem on your side?",
-    "What should I check?", "Any idea what is going on?", "Could you look into it?",
+    "What should I check?", "Any idea what is going on?", "Could you look into it?", "Why is that?",
+    "Why is this happening?", "What does that mean?",
 ]
 REMOTE_OPENERS = [
     "I am away from home and my family tells me that",
@@ -27,6 +40,7 @@ EMPATHY = [
     "I understand how frustrating it is when {problem}.",
     "Thanks for the details; let us sort out {short} together.",
     "Sorry about that, I will help you with {short}.",
+    "",
 ]
 CONTEXT_NOTES = {
     "home": ["", "", "Since everyone at home shares the connection, it helps to test with one device at a time."],
@@ -35,35 +49,43 @@ CONTEXT_NOTES = {
     "business": ["", "Since your business depends on it, I will treat this as a priority.",
                  "As a business customer you also have the priority support line if it comes back."],
 }
-EXPLAIN = [
-    "To explain quickly: {lower}",
-    "A word on {term}: {lower}",
-    "Some background: {lower}",
-    "{definition}",
-]
+EXPLAIN = ["To explain quickly: {lower}", "A word on {short}: {lower}", "Some background: {lower}", "{definition}"]
+# Only used when the customer has given the evidence for the cause.
 CAUSE = [
-    "From what you describe, the most likely cause is {name}: {explanation}.",
-    "This usually points to {name}; {explanation}.",
-    "In cases like yours, it is often {name}, meaning {explanation}.",
-    "My first guess is {name}: {explanation}.",
+    "From what you tell me, the most likely cause is {name}: {explanation}.",
+    "What you mention points to {name}; {explanation}.",
+    "That detail helps: it suggests {name}, meaning {explanation}.",
+    "Given what you said, this is probably {name}: {explanation}.",
 ]
+NO_CAUSE_YET = [
+    "I cannot tell the cause from this alone, so let us go through the checks, most likely first:",
+    "Several things can cause this, so let us check them in order:",
+    "Without more details I will not guess; here are the checks, in order, and what each result means:",
+]
+WALK_END = [
+    "Tell me what you find and I will take it from there.",
+    "Let me know what each check shows and I will tell you the next step.",
+    "Once you know which of these it is, I can fix it with you or from our side.",
+]
+ASK_INTRO = ["To find the cause, one question first:", "One question before we go further:", "Let me ask one thing first:"]
+CHECK_ASK = [
+    "Before anything else, could you {check}? Tell me what you see.",
+    "Let us start with one quick check: please {check}, and tell me the result.",
+]
+FOLLOW_UPS = ["{cue}.", "Yes, {cue_lower}.", "Now that you mention it, {cue_lower}.", "I checked. Also, {cue_lower}."]
 STEPS_INTRO = ["Please try the following:", "Here is what I suggest:", "Let us go step by step:", "Could you:"]
 ESCALATE = ["{escalation}.", "If these steps do not help, {escalation}.", "Should it continue, {escalation}."]
 CLOSINGS = [
     "Let me know how it goes.", "Is there anything else I can help you with?",
     "Tell me the result and we will take it from there.", "I will stay available in this chat if you need me.", "",
 ]
-FIRST_CHECK = [
-    "Before anything else, could you {check}? Tell me what you see.",
-    "Let us start with one quick check: please {check}, and tell me the result.",
-    "First, could you {check}? That will tell us where the problem is.",
+INFO_QUESTIONS = [
+    "What does {short} mean?", "What is {short}?", "Can you explain what {short} is?",
+    "I keep seeing '{short}' in my contract. What is that?", "What exactly is {term}?",
+    "Quick question: what is {short} and why does it matter?", "Why is {short} important for my service?",
 ]
-FOLLOW_UPS = [
-    "I did that and it is still the same. {hint}.",
-    "Done, nothing changed. {hint}.",
-    "I checked, everything looks normal but the problem is still there. {hint}.",
-    "Still not working. {hint}.",
-]
+INFO_TAILS = ["If you want to check it yourself, {check}.", "", ""]
+INFO_CLOSINGS = ["Is there anything else I can help you with?", "Does that answer your question?", "", ""]
 
 
 def _sentence(text: str) -> str:
@@ -72,46 +94,46 @@ def _sentence(text: str) -> str:
 
 
 def _lower_first(text: str) -> str:
-    """Lower-case the first letter unless the first word is an acronym (FTTH, ONT, 4G)."""
+    """Lower-case the first letter unless the first word is an acronym (FTTH, ONT, 4G) or 'I'."""
     first = text.split(" ", 1)[0]
-    return text if len(first) > 1 and first.upper() == first else text[:1].lower() + text[1:]
+    return text if first == "I" or (len(first) > 1 and first.upper() == first) else text[:1].lower() + text[1:]
 
 
-def _opening(rng: random.Random, sc: Scenario) -> str:
-    symptom = sc.term.symptom
-    if sc.context.id == "mobile" and sc.term.domain == "fixed":
-        opener = rng.choice(REMOTE_OPENERS)
-    else:
-        opener = rng.choice(sc.context.openers)
+def _you(text: str) -> str:
+    """The customer's words as the agent repeats them ("my box" -> "your box")."""
+    return _lower_first(text.replace("my ", "your ").replace("I ", "you ").replace(" me ", " you ")
+                        .replace("I am ", "you are ").replace("you am ", "you are "))
+
+
+def _fault_opening(rng: random.Random, sc: Scenario, cue: str | None) -> str:
+    symptom = rng.choice(sc.term.phrasings)
     greeting = rng.choice(GREETINGS)
-    if greeting.endswith(","):
-        opener = _lower_first(opener)
-    parts = [greeting, f"{opener} {symptom}."]
-    if rng.random() < 0.6:
-        parts.append(_sentence(sc.cause.customer))
-    parts.append(rng.choice(QUESTIONS))
+    shape = rng.random()
+    cue_text = _sentence(cue) if cue else ""
+    if shape < 0.55:
+        opener = (rng.choice(REMOTE_OPENERS) if sc.context.id == "mobile" and sc.term.domain == "fixed"
+                  else rng.choice(sc.context.openers))
+        if greeting.endswith(","):
+            opener = _lower_first(opener)
+        parts = [greeting, f"{opener} {_lower_first(symptom)}.", cue_text, rng.choice(QUESTIONS)]
+    elif shape < 0.8:
+        parts = [greeting, _sentence(symptom), cue_text, rng.choice(["Why is that?", "Why would that be?",
+                                                                      "How do I fix it?", "Can I fix this myself?"])]
+    else:
+        parts = [greeting, rng.choice(["Can you help?", "I need help.", "Quick question."]),
+                 f"{_sentence(symptom)[:-1]}{', and ' + _lower_first(cue) if cue else ''}."]
     text = " ".join(p for p in parts if p)
     return text[:1].upper() + text[1:]
 
 
-def _steps(rng: random.Random, sc: Scenario, with_check: bool) -> str:
-    steps = list(sc.cause.steps)
-    keep = rng.randint(2, len(steps))
-    steps = steps[:keep]
-    if with_check:
-        steps.insert(rng.randint(0, len(steps)), sc.term.check)
+def _steps(rng: random.Random, cause: Cause, check: str | None) -> str:
+    steps = list(cause.steps)[: rng.randint(2, len(cause.steps))]
+    if check:
+        steps.insert(rng.randint(0, len(steps)), check)
     if rng.random() < 0.5:
         listed = "\n".join(f"{i}. {_sentence(s)}" for i, s in enumerate(steps, 1))
         return rng.choice(STEPS_INTRO) + "\n" + listed + "\n"
     return rng.choice(STEPS_INTRO) + " " + "; then ".join(s.rstrip(".") for s in steps) + "."
-
-
-def _diagnosis(rng: random.Random, sc: Scenario, with_check: bool) -> list[str]:
-    return [
-        rng.choice(CAUSE).format(name=sc.cause.name, explanation=sc.cause.explanation),
-        _steps(rng, sc, with_check),
-        _escalation(rng, sc.cause.escalation),
-    ]
 
 
 def _escalation(rng: random.Random, text: str) -> str:
@@ -120,37 +142,92 @@ def _escalation(rng: random.Random, text: str) -> str:
     return _sentence(rng.choice(ESCALATE).format(escalation=text))
 
 
+def _diagnosis(rng: random.Random, cause: Cause, check: str | None) -> list[str]:
+    """Naming the cause: only ever called once the customer has given the evidence for it."""
+    return [rng.choice(CAUSE).format(name=cause.name, explanation=cause.explanation), _steps(rng, cause, check),
+            _escalation(rng, cause.escalation)]
+
+
+def _walk_checks(rng: random.Random, sc: Scenario, causes: list[Cause]) -> str:
+    """The term's check, then one check per candidate cause with what its result would mean; no cause asserted."""
+    others = [c for c in causes if c.id != sc.cause.id]
+    candidates = [sc.cause, *rng.sample(others, min(2, len(others)))]
+    rng.shuffle(candidates)
+    items = [_sentence(sc.term.check)]
+    items += [f"{_sentence(c.steps[0])[:-1]}: if {c.sign}, that points to {c.name}." for c in candidates]
+    listed = "\n".join(f"{i}. {text}" for i, text in enumerate(items, 1))
+    return rng.choice(NO_CAUSE_YET) + "\n" + listed + "\n"
+
+
 def _join(parts: list[str]) -> str:
     """Sentences joined by spaces; a numbered list keeps its line breaks and ends its paragraph."""
     return " ".join(p for p in parts if p).replace("\n ", "\n").strip()
 
 
-def compose(sc: Scenario, rng: random.Random, system: str) -> list[dict[str, str]]:
-    """One conversation for a scenario: system prompt, then one or two user/assistant exchanges."""
-    problem = _lower_first(sc.term.symptom.replace("my ", "your ").replace("I ", "you ").replace(" me ", " you "))
-    empathy = rng.choice(EMPATHY).format(problem=problem, short=f"your {sc.term.term.split(' (')[0]}")
-    explain = rng.choice(EXPLAIN).format(
-        term=sc.term.term, definition=sc.term.definition, lower=_lower_first(sc.term.definition)
-    )
-    explain = explain if rng.random() < 0.75 else ""
+def _explain(rng: random.Random, sc: Scenario) -> str:
+    text = rng.choice(EXPLAIN).format(short=sc.term.short, definition=sc.term.definition,
+                                      lower=_lower_first(sc.term.definition))
+    return text if rng.random() < 0.6 else ""
+
+
+def compose_fault(sc: Scenario, rng: random.Random, causes: list[Cause]) -> list[dict[str, str]]:
+    cue = rng.choice(sc.cause.evidence) if rng.random() < CUE_SHARE else None
+    opening = _fault_opening(rng, sc, cue)
+    problem = _you(rng.choice(sc.term.phrasings))
+    empathy = rng.choice(EMPATHY).format(problem=problem, short=f"your {sc.term.short}")
     note = rng.choice(CONTEXT_NOTES.get(sc.context.id, [""]))
-    messages = [{"role": "system", "content": system}, {"role": "user", "content": _opening(rng, sc)}]
-    if rng.random() < 0.35:
-        first = [empathy, explain, rng.choice(FIRST_CHECK).format(check=sc.term.check)]
-        messages.append({"role": "assistant", "content": _join(first)})
-        follow = rng.choice(FOLLOW_UPS).format(hint=_sentence(sc.cause.customer).rstrip("."))
+    messages = [{"role": "user", "content": opening}]
+    if cue:
+        reply = [empathy, _explain(rng, sc), *_diagnosis(rng, sc.cause, sc.term.check), note, rng.choice(CLOSINGS)]
+        messages.append({"role": "assistant", "content": _join(reply)})
+    elif rng.random() < ASK_FIRST_SHARE:
+        ask = (f"{rng.choice(ASK_INTRO)} {sc.cause.ask}" if rng.random() < 0.7
+               else rng.choice(CHECK_ASK).format(check=sc.term.check))
+        messages.append({"role": "assistant", "content": _join([empathy, _explain(rng, sc), ask])})
+        evidence = rng.choice(sc.cause.evidence)
+        follow = rng.choice(FOLLOW_UPS).format(cue=_sentence(evidence)[:-1], cue_lower=_lower_first(evidence))
         messages.append({"role": "user", "content": follow})
-        second = ["Thanks for checking.", *_diagnosis(rng, sc, with_check=False), note, rng.choice(CLOSINGS)]
+        second = ["Thanks, that helps.", *_diagnosis(rng, sc.cause, None), note, rng.choice(CLOSINGS)]
         messages.append({"role": "assistant", "content": _join(second)})
     else:
-        reply = [empathy, explain, *_diagnosis(rng, sc, with_check=True), note, rng.choice(CLOSINGS)]
+        reply = [empathy, _explain(rng, sc), _walk_checks(rng, sc, causes), rng.choice(WALK_END), note]
         messages.append({"role": "assistant", "content": _join(reply)})
     return messages
 
 
-def generate_offline(scenarios: list[Scenario], per_scenario: int, system: str, seed: int = 0):
-    """Yield (scenario, sample index, messages) for every scenario, `per_scenario` conversations each."""
+def compose_info(sc: Scenario, rng: random.Random) -> list[dict[str, str]]:
+    """A question about the term (or how to do something with it), answered directly from the glossary."""
+    t = sc.term
+    howto = bool(t.questions) and rng.random() < 0.6
+    question = rng.choice(t.questions) if howto else rng.choice(INFO_QUESTIONS).format(short=t.short, term=t.term)
+    greeting = rng.choice(GREETINGS)
+    prefix = rng.choice(["", "", f"{sc.context.openers[0]} "]) if not howto else ""
+    question = _lower_first(question) if prefix and prefix.strip().endswith(",") else question
+    opening = " ".join(p for p in [greeting, prefix + question] if p)
+    if howto:
+        answer = f"Yes, {_lower_first(t.answer)}" if question.startswith("Can I") else t.answer
+        body = [answer] + ([t.definition] if rng.random() < 0.3 else [])
+    else:
+        body = [t.definition, rng.choice(INFO_TAILS).format(check=t.check)]
+    reply = [*(_sentence(b) for b in body if b), rng.choice(INFO_CLOSINGS)]
+    return [{"role": "user", "content": opening[:1].upper() + opening[1:]},
+            {"role": "assistant", "content": _join(reply)}]
+
+
+def compose(sc: Scenario, rng: random.Random, system: str, causes: list[Cause]) -> list[dict[str, str]]:
+    """One conversation for a scenario: the system prompt, then one or two user/assistant exchanges."""
+    turns = compose_info(sc, rng) if sc.informational else compose_fault(sc, rng, causes)
+    return [{"role": "system", "content": system}, *turns]
+
+
+def generate_offline(scenarios: list[Scenario], per_scenario: int, system: str, seed: int = 0,
+                     causes: list[Cause] | None = None):
+    """Yield (scenario, sample index, messages) for every scenario, `per_scenario` conversations each.
+    `causes`: the glossary's causes, the candidates an agent checks when it has no evidence (default: those
+    of the scenarios given)."""
+    if causes is None:
+        causes = list({sc.cause.id: sc.cause for sc in scenarios if sc.cause}.values())
     for sc in scenarios:
         for k in range(per_scenario):
             rng = random.Random(f"{seed}:{sc.id}:{k}")
-            yield sc, k, compose(sc, rng, system)
+            yield sc, k, compose(sc, rng, system, causes)
