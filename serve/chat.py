@@ -42,11 +42,10 @@ class ChatService:
 
     def prompt(self, messages: list[dict], adapter: str | None, weights=None) -> str:
         """The rendered prompt, with the adapter's own system prompt and template (`weights`, when the caller has
-        looked the adapter up already)."""
+        looked the adapter up already). A conversation that ends with the assistant gets a new assistant turn (as
+        vLLM does)."""
         if not messages:
             raise InvalidRequest("messages must not be empty", param="messages")
-        if messages[-1]["role"] == "assistant":
-            raise InvalidRequest("the last message must come from the user", param="messages")
         if weights is None and adapter:
             weights = self.engine.adapters().get(adapter)
         if not any(m["role"] == "system" for m in messages):
