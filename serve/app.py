@@ -119,5 +119,5 @@ def create_app(settings: ServeSettings, model_dir, engine: Engine | None = None)
 
         mount_demo(app, settings)
     app.include_router(tgi_routes.router)  # last: its `/adapters/{name}` compat route is the most general
-    openapi_docs.install(app)
+    openapi_docs.install(app, settings)
     return app

@@ -111,10 +111,10 @@ class ChatService:
         return ground(messages, retriever, system=system, entries=entries)
 
     def prompt_and_sources(self, messages: list[dict], adapter: str | None) -> tuple[str, list[Entry]]:
+        """The rendered prompt, with the adapter's own system prompt and template, and the entries it was grounded
+        on. A conversation that ends with the assistant gets a new assistant turn (as vLLM does)."""
         if not messages:
             raise InvalidRequest("messages must not be empty", param="messages")
-        if messages[-1]["role"] == "assistant":
-            raise InvalidRequest("the last message must come from the user", param="messages")
         messages, entries = self.grounded_messages(messages, adapter)
         weights = self.engine.adapters().get(adapter) if adapter else None
         template = weights.chat_template if weights and weights.chat_template else None

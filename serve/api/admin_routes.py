@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated
+
+from fastapi import APIRouter, Path
 from pydantic import BaseModel
 
 from serve.api.deps import AdminDep, EngineDep, RegistryDep
@@ -43,14 +45,18 @@ async def list_adapters(engine: EngineDep, registry: RegistryDep):
     }
 
 
+# What the store accepts as a name (common.adapter_store), said in the spec; the kit's own check answers otherwise.
+AdapterName = Annotated[str, Path(json_schema_extra={"pattern": r"^(?!.*\.\.)[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"})]
+
+
 @router.post("/adapters/{name}", status_code=201, response_model=AdapterOut)
-async def load_adapter(name: str, registry: RegistryDep):
+async def load_adapter(name: AdapterName, registry: RegistryDep):
     """Load (or reload) the adapter `name` from the adapter store; a refused one answers why."""
     return await registry.load(name)
 
 
 @router.delete("/adapters/{name}", response_model=Unloaded)
-async def unload_adapter(name: str, registry: RegistryDep):
+async def unload_adapter(name: AdapterName, registry: RegistryDep):
     """Unload an adapter; requests already running with it finish with it."""
     await registry.unload(name)
     return {"unloaded": name}

@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import time
 import uuid
+from typing import Annotated, Literal
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse, StreamingResponse
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from serve.api.deps import ChatDep, EngineDep, SettingsDep
 from serve.api.errors import OpenAIRoute
 from serve.api.openai_schemas import Completion, OpenAISampling
+from serve.api.schemas import integral
 from serve.api.openapi_docs import streams
 from serve.api.responses import closing, open_stream, result_headers, run, sse
 from serve.api.serving import OPENAI_FINISH, check_limits, energy, hold_last, openai_error_event, usage
@@ -27,22 +29,29 @@ router = APIRouter(tags=["OpenAI"], route_class=OpenAIRoute)
 
 
 class CompletionRequest(OpenAISampling):
-    prompt: str | list[str] = Field(min_length=1)
+    prompt: Annotated[str, Field(min_length=1)] | Annotated[list[Annotated[str, Field(min_length=1)]], Field(
+        min_length=1, max_length=1, description="One prompt per request")]
     max_tokens: int | None = Field(16, ge=1)
-    echo: bool = Field(False, description="Not supported")
+    echo: Literal[False] = Field(False, description="Not supported (false only)")
     logprobs: int | None = Field(None, ge=0, le=5)
     return_tokens_as_token_ids: bool = False
     truncate_prompt_tokens: int | None = Field(None, ge=1)
+    _integers = integral('max_tokens', 'logprobs', 'truncate_prompt_tokens')
+
+    @field_validator("echo", mode="before")
+    @classmethod
+    def _no_echo(cls, v):
+        if v is not False:  # 0 is not false
+            raise ValueError("echo is not supported")
+        return v
 
     def text(self) -> str:
-        if isinstance(self.prompt, list):
-            if len(self.prompt) != 1:
-                raise InvalidRequest("only one prompt per request is supported", "prompt")
-            return self.prompt[0]
-        return self.prompt
+        return self.prompt[0] if isinstance(self.prompt, list) else self.prompt
 
-    def sampling(self) -> SamplingParams:
-        return self._sampling(self.max_tokens or 16, self.logprobs or 0, logprobs=self.logprobs is not None,
+    def sampling(self, server_max: int) -> SamplingParams:
+        # OpenAI's default of 16 tokens, within what this server allows (its limit may be lower).
+        limit = self.max_tokens if "max_tokens" in self.model_fields_set and self.max_tokens else min(16, server_max)
+        return self._sampling(limit, self.logprobs or 0, logprobs=self.logprobs is not None,
                               truncate=self.truncate_prompt_tokens)
 
 
@@ -72,10 +81,8 @@ def _stop_reason(result: GenerationResult, stops: list[str]) -> str | None:
 @router.post("/v1/completions", response_model=Completion, openapi_extra=streams(Completion))
 async def completions(body: CompletionRequest, chat: ChatDep, engine: EngineDep, settings: SettingsDep):
     """Complete a raw prompt with the base model or an adapter (`model` = the adapter's name)."""
-    if body.echo:
-        raise InvalidRequest("echo is not supported", "echo")
-    params = body.sampling()
-    check_limits(settings, body.max_tokens, "max_tokens", params.stop)
+    params = body.sampling(settings.max_new_tokens)
+    check_limits(settings, params.max_new_tokens, "max_tokens", params.stop)
     req = GenerationRequest(prompt=body.text(), adapter=chat.adapter_for(body.model), params=params)
     head = {"id": f"cmpl-{uuid.uuid4().hex}", "object": "text_completion", "created": int(time.time()),
             "model": body.model or chat.base_name}

@@ -9,6 +9,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException
+from starlette.routing import Match
 
 from serve.errors import InvalidRequest, ServeError
 
@@ -65,6 +66,16 @@ def error_response(request: Request, status: int, message: str, kind: str, param
     return JSONResponse(body, status_code=status, headers=headers)
 
 
+def allowed_methods(request: Request) -> list[str]:
+    """Every method some route answers on this request's path."""
+    allowed = set()
+    for method in ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"):
+        scope = {**request.scope, "method": method}
+        if any(route.matches(scope)[0] == Match.FULL for route in request.app.router.routes):
+            allowed.add(method)
+    return sorted(allowed)
+
+
 def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
     parts, param = [], None
     for err in exc.errors():
@@ -102,6 +113,8 @@ def install(app, metrics_getter) -> None:
         response = error_response(request, exc.status_code, str(exc.detail), kind)
         for k, v in (exc.headers or {}).items():
             response.headers[k] = v
+        if exc.status_code == 405:  # Starlette names only the first route's methods; a path may have several
+            response.headers["Allow"] = ", ".join(allowed_methods(request))
         return response
 
     @app.exception_handler(Exception)

@@ -32,7 +32,8 @@ def _logprobs(tokens) -> dict:
 async def _chat(body: ChatCompletionRequest, path_model: str | None, chat, engine, settings):
     model = path_model or body.model
     params = body.sampling(settings.default_max_new_tokens)
-    check_limits(settings, body.max_completion_tokens or body.max_tokens, "max_tokens", params.stop)
+    check_limits(settings, body.max_tokens, "max_tokens", params.stop)
+    check_limits(settings, body.max_completion_tokens, "max_completion_tokens", params.stop)
     messages = body.chat_messages()
     req, sources = chat.grounded_request(messages, model, params)
     served = model or chat.base_name

@@ -7,17 +7,19 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from serve.api.schemas import Body, Energy, Handoff, Source
+from serve.api.schemas import Body, Energy, Handoff, Source, integral
 from serve.engine.types import SamplingParams
 
 
 class TextPart(BaseModel):
+    model_config = ConfigDict(strict=True)
+
     type: Literal["text"]
     text: str
 
 
 class ChatMessage(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", strict=True)
 
     role: Literal["system", "developer", "user", "assistant"]
     content: str | list[TextPart]
@@ -28,13 +30,16 @@ class ChatMessage(BaseModel):
 
 
 class StreamOptions(BaseModel):
+    model_config = ConfigDict(strict=True)
+
     include_usage: bool = False
 
 
 class OpenAISampling(BaseModel):
     """The sampling fields both OpenAI routes share (vLLM's extras `top_k` and `repetition_penalty` included)."""
 
-    model_config = ConfigDict(extra="ignore")
+    # Strict, as OpenAI's API: a wrong JSON type is refused ("stream": "yes" is not true), never coerced.
+    model_config = ConfigDict(extra="ignore", strict=True)
 
     model: str = ""
     temperature: float | None = Field(None, ge=0.0, le=2.0)
@@ -44,7 +49,8 @@ class OpenAISampling(BaseModel):
     stream: bool = False
     stream_options: StreamOptions | None = None
     stop: str | list[str] | None = None
-    seed: int | None = Field(None, ge=0, le=2**63 - 1)
+    seed: int | None = Field(None, ge=0, description="Any non-negative integer (the generator uses it modulo 2**64)")
+    _sampling_integers = integral('top_k', 'n', 'seed')
     frequency_penalty: float | None = Field(None, ge=-2.0, le=2.0)
     presence_penalty: float | None = Field(None, ge=-2.0, le=2.0)
     # Bounded so that penalised logits stay finite (a NaN would fail the whole batch's decode step).
@@ -64,11 +70,18 @@ class OpenAISampling(BaseModel):
 
 
 class ChatCompletionRequest(OpenAISampling):
+    # What the validator below enforces, said in the schema too: top_logprobs > 0 needs logprobs true.
+    model_config = ConfigDict(json_schema_extra={
+        "if": {"properties": {"top_logprobs": {"type": "integer", "minimum": 1}}, "required": ["top_logprobs"]},
+        "then": {"properties": {"logprobs": {"const": True}}, "required": ["logprobs"]},
+    })
+
     messages: list[ChatMessage] = Field(min_length=1)
     max_tokens: int | None = Field(None, ge=1)
     max_completion_tokens: int | None = Field(None, ge=1)
     logprobs: bool = False
     top_logprobs: int | None = Field(None, ge=0, le=5)
+    _integers = integral('max_tokens', 'max_completion_tokens', 'top_logprobs')
     user: str | None = None
 
     @model_validator(mode="after")

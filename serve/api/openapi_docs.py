@@ -32,6 +32,26 @@ def streams(event_model, only: bool = False) -> dict:
     return {"x-stream-event": event_model.__name__, "x-stream-only": only}
 
 
+def _bound(prop: dict, **bounds) -> None:
+    """Put bounds on the branch of a (possibly nullable) property that they apply to."""
+    for branch in prop.get("anyOf", [prop]):
+        if branch.get("type") == "integer" and "maximum" in bounds:
+            branch["maximum"] = bounds["maximum"]
+        if branch.get("type") == "array" and "maxItems" in bounds:
+            branch["maxItems"] = bounds["maxItems"]
+
+
+def server_limits(schema: dict, max_new_tokens: int, max_stop_sequences: int) -> None:
+    """The request bounds that are this server's settings (the models cannot know them), so the spec is true."""
+    for model in schema.get("components", {}).get("schemas", {}).values():
+        props = model.get("properties", {})
+        for name in ("max_tokens", "max_completion_tokens", "max_new_tokens"):
+            if name in props:
+                _bound(props[name], maximum=max_new_tokens)
+        if "stop" in props:
+            _bound(props["stop"], maxItems=max_stop_sequences)
+
+
 def document(schema: dict) -> dict:
     """Declare each operation's error bodies and stream events in a generated OpenAPI document (in place)."""
     _schemas(schema, *ERRORS.values(), *EVENTS.values())
@@ -58,15 +78,17 @@ def document(schema: dict) -> dict:
     return schema
 
 
-def install(app) -> None:
+def install(app, settings) -> None:
     """Serve the documented schema at /openapi.json (built once, on first request)."""
 
     def openapi() -> dict:
         if app.openapi_schema is None:
-            app.openapi_schema = document(get_openapi(
+            schema = document(get_openapi(
                 title=app.title, version=app.version, description=app.description, routes=app.routes,
                 servers=app.servers or None,
             ))
+            server_limits(schema, settings.max_new_tokens, settings.max_stop_sequences)
+            app.openapi_schema = schema
         return app.openapi_schema
 
     app.openapi = openapi

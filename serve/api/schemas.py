@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, field_validator
+
+
+def _integral(cls, v):
+    return int(v) if isinstance(v, float) and v.is_integer() else v
+
+
+def integral(*fields: str):
+    """A validator for a strict request model's integer fields: JSON has one number type, so 3.0 is the integer 3
+    (as JSON Schema says); 3.5, true and "3" stay refused."""
+    return field_validator(*fields, mode="before")(classmethod(_integral))
 
 
 class Body(BaseModel):

@@ -18,7 +18,7 @@ from serve.api.serving import check_limits, hold_last, tgi_error_event
 from serve.api.tgi_schemas import Details, Generated, Info, StreamDetails, StreamEvent, TGIRequest, TGIToken
 from serve.chat import sources_json
 from serve.engine.types import GenerationRequest, GenerationResult
-from serve.errors import InvalidRequest, ServeError
+from serve.errors import AdapterNotFound, ServeError
 
 router = APIRouter(tags=["TGI"], route_class=TGIRoute)
 
@@ -26,7 +26,9 @@ router = APIRouter(tags=["TGI"], route_class=TGIRoute)
 def _request(body: TGIRequest, path_adapter: str | None, chat, settings) -> tuple[GenerationRequest, list]:
     p = body.parameters
     if path_adapter and p.adapter_id and p.adapter_id != path_adapter:
-        raise InvalidRequest(f"adapter_id {p.adapter_id!r} contradicts the URL's adapter {path_adapter!r}", "adapter_id")
+        # At an adapter's URL only that adapter exists: another one is not found here (never silently swapped).
+        raise AdapterNotFound(f"adapter_id {p.adapter_id!r} is not served at this URL, which serves adapter "
+                              f"{path_adapter!r} only; drop adapter_id or use the base URL", "adapter_id")
     check_limits(settings, p.max_new_tokens, "max_new_tokens", p.stop or [])
     adapter = chat.adapter_for(path_adapter or p.adapter_id)
     prompt, sources = chat.ground_text(body.inputs, adapter)  # grounded adapters only

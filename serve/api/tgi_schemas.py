@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from serve.api.schemas import Body, Handoff, Source
+from serve.api.schemas import Body, Handoff, Source, integral
 from serve.engine.types import SamplingParams
 
 
 class TGIParameters(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    # Strict: a wrong JSON type is a 422, never coerced ("true" is not true, 1.0 is not an integer).
+    model_config = ConfigDict(extra="ignore", strict=True)
 
     adapter_id: str | None = None
     best_of: int | None = Field(None, ge=1, le=1, description="Only 1 is supported")
@@ -23,36 +24,24 @@ class TGIParameters(BaseModel):
     # Bounded so that penalised logits stay finite (a NaN would fail the whole batch's decode step).
     repetition_penalty: float | None = Field(None, ge=0.01, le=10.0)
     return_full_text: bool | None = False
-    seed: int | None = Field(None, ge=0, le=2**63 - 1)
+    seed: int | None = Field(None, ge=0, description="Any non-negative integer (the generator uses it modulo 2**64)")
     stop: list[str] | None = None
     temperature: float | None = Field(None, ge=1e-4, le=100.0, description="Below 1e-4 logits overflow; use do_sample=false")
     top_k: int | None = Field(None, gt=0)
     top_n_tokens: int | None = Field(None, ge=0, le=5)
     top_p: float | None = Field(None, ge=1e-6, lt=1.0)
     truncate: int | None = Field(None, ge=1)
-    typical_p: float | None = Field(None, gt=0.0, lt=1.0)
-    watermark: bool = False
-    grammar: Any = None
+    _integers = integral('best_of', 'max_new_tokens', 'seed', 'top_k', 'top_n_tokens', 'truncate')
+    # Not supported: the schema says so (only null / false), and the refusal says why.
+    typical_p: None = Field(None, description="Not supported (null only)")
+    watermark: Literal[False] = Field(False, description="Not supported (false only)")
+    grammar: None = Field(None, description="Not supported (null only)")
 
-    @field_validator("watermark")
+    @field_validator("watermark", "grammar", "typical_p", mode="before")
     @classmethod
-    def _no_watermark(cls, v):
-        if v:
-            raise ValueError("watermarking is not supported")
-        return v
-
-    @field_validator("grammar")
-    @classmethod
-    def _no_grammar(cls, v):
-        if v is not None:
-            raise ValueError("grammar-constrained generation is not supported")
-        return v
-
-    @field_validator("typical_p")
-    @classmethod
-    def _no_typical(cls, v):
-        if v is not None:
-            raise ValueError("typical_p is not supported")
+    def _unsupported(cls, v, info):
+        if v is not (False if info.field_name == "watermark" else None):
+            raise ValueError(f"{info.field_name} is not supported")
         return v
 
     def sampling(self, default_max: int) -> SamplingParams:
@@ -66,7 +55,7 @@ class TGIParameters(BaseModel):
 
 
 class TGIRequest(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", strict=True)
 
     inputs: str = Field(min_length=1)
     parameters: TGIParameters = Field(default_factory=TGIParameters)

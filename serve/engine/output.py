@@ -38,7 +38,7 @@ class OutputProcessor:
         p = row.req.params
         if p.sampling:
             row.seed = p.seed if p.seed is not None else random.randrange(2**63)
-            row.generator = torch.Generator(device=self.device).manual_seed(row.seed)
+            row.generator = torch.Generator(device=self.device).manual_seed(row.seed % 2**64)  # any size, as TGI's u64
         row.decoder = DecodeStream(skip_special_tokens=True)
         row.next_pos = len(row.prompt_ids)
 

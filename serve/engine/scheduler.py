@@ -65,7 +65,7 @@ class Scheduler:
         self.max_batch_size, self.max_queue = max_batch_size, max_queue
         self.prefill_tokens = prefill_tokens  # padded tokens per joint prefill: bounds its activation memory
         self.pending: collections.deque[Row] = collections.deque()
-        self.lock = threading.Lock()
+        self.lock = threading.RLock()  # held by whoever must see the queue unchanged (admission, tests)
 
     def full(self) -> bool:
         return len(self.pending) >= self.max_queue
@@ -83,12 +83,12 @@ class Scheduler:
     def admit(self, running: int) -> list[Row]:
         """Queued rows that join the batch now, each holding its adapter's slot."""
         rows = []
-        while running + len(rows) < self.max_batch_size:
-            with self.lock:
+        with self.lock:  # one look at the queue: requests queued together are admitted together
+            while running + len(rows) < self.max_batch_size:
                 row = self._next_admissible()
-            if row is None:
-                break
-            rows.append(row)
+                if row is None:
+                    break
+                rows.append(row)
         return rows
 
     def _next_admissible(self) -> Row | None:

@@ -23,13 +23,13 @@ class SlotTable:
                 return i
         return None
 
-    def acquire(self, weights: AdapterWeights | None, evictable=lambda w: True) -> int | None:
+    def acquire(self, weights: AdapterWeights | None) -> int | None:
         """The slot holding `weights` (written into a free or idle slot if needed); None if all are busy."""
         if weights is None:
             return 0
         slot = self.slot_of(weights)
         if slot is None:
-            slot = self._free_slot(evictable)
+            slot = self._free_slot(evict=True)
             if slot is None:
                 return None
             self._write(slot, weights)
@@ -41,7 +41,7 @@ class SlotTable:
         """Put an adapter in a slot ahead of its first request, if a slot is free (never evicts)."""
         if self.slot_of(weights) is not None:
             return True
-        slot = self._free_slot(lambda w: False)
+        slot = self._free_slot(evict=False)
         if slot is not None:
             self._write(slot, weights)
         return slot is not None
@@ -58,12 +58,13 @@ class SlotTable:
             layer.clear_slot(slot)
         self.held[slot] = None
 
-    def _free_slot(self, evictable) -> int | None:
+    def _free_slot(self, evict: bool) -> int | None:
+        """An empty slot, else (with `evict`) the least recently used idle one, cleared."""
         for i in range(1, len(self.held)):
             if self.held[i] is None:
                 return i
-        idle = [i for i in range(1, len(self.held)) if self.refs[i] == 0 and evictable(self.held[i])]
-        if not idle:
+        idle = [i for i in range(1, len(self.held)) if self.refs[i] == 0]
+        if not idle or not evict:
             return None
         victim = min(idle, key=lambda i: self.used[i])
         self.clear(victim)

@@ -77,16 +77,3 @@ class GenerationResult:
     @property
     def generated_tokens(self) -> int:
         return len(self.tokens)
-
-
-@dataclass
-class AdapterInfo:
-    name: str
-    path: str
-    rank: int
-    alpha: float
-    target_modules: list[str]
-    system_prompt: str | None = None
-    chat_template: str | None = None
-    manifest: dict | None = None
-    loaded_at: float = 0.0

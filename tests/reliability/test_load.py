@@ -110,11 +110,11 @@ def test_client_disconnect_frees_the_slot(patient_server):
                     seen += line.startswith("data:")
                     if seen >= 3:
                         break
-            # A plain request abandoned while it runs.
+            assert await asyncio.to_thread(wait_until, lambda: idle(server))  # the stream's row is freed
+            # A plain request abandoned while it runs (seen in the batch first).
             task = asyncio.create_task(client.post("/generate", json={"inputs": "Tell me everything.", "parameters": {
                 "max_new_tokens": 3000}}))
-            await asyncio.sleep(0.5)
-            assert gauge(server, "supportkit_batch_size") >= 1
+            assert await asyncio.to_thread(wait_until, lambda: gauge(server, "supportkit_batch_size") >= 1)
             task.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await task

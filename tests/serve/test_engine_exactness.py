@@ -56,7 +56,9 @@ def test_mixed_batch_equals_one_at_a_time(setup):
         return [_ids(await engine.generate(r)) for r in reqs]
 
     async def together():
-        return [_ids(r) for r in await asyncio.gather(*(engine.generate(r) for r in reqs))]
+        with engine.scheduler.lock:  # all queued before the engine's loop looks at the queue: they arrive together
+            gens = [engine.submit(r) for r in reqs]
+        return [_ids(r) for r in await asyncio.gather(*(g.result() for g in gens))]
 
     shapes = []
     hook = engine.model.register_forward_pre_hook(lambda m, a, kw: shapes.append(tuple(kw["input_ids"].shape)),

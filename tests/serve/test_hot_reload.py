@@ -1,7 +1,9 @@
 """Adapters loaded and unloaded at run time, by the admin API and by the store watcher, while streams run."""
 
 import asyncio
+import os
 import shutil
+import threading
 import time
 
 import httpx
@@ -25,13 +27,15 @@ def hot(server_factory, tiny_model, tmp_path_factory):
     return server, store, spare
 
 
-async def _stream_chat(client, url, model, n):
+async def _stream_chat(client, url, model, n, started: asyncio.Event | None = None):
     body = {"model": model, "messages": [{"role": "user", "content": "My router reboots"}], "max_tokens": n,
             "temperature": 0, "stream": True}
     text, done = "", False
     async with client.stream("POST", url + "/v1/chat/completions", json=body) as r:
         assert r.status_code == 200
         async for line in r.aiter_lines():
+            if started is not None and line.startswith("data: "):
+                started.set()  # the request was accepted with its adapter and is generating
             if line == "data: [DONE]":
                 done = True
             elif line.startswith("data: "):
@@ -55,9 +59,10 @@ def test_unload_and_reload_during_streams(hot):
     async def scenario():
         async with httpx.AsyncClient(timeout=120) as client:
             expected = {m: await _complete(client, server.url, m, 60) for m in ("hot-0", "hot-1", "hot-2")}
-            streams = [asyncio.create_task(_stream_chat(client, server.url, m, 60))
-                       for m in ("hot-0", "hot-1", "hot-2", "hot-0", "hot-1", "hot-2")]
-            await asyncio.sleep(0.2)
+            started = [asyncio.Event() for _ in range(6)]
+            streams = [asyncio.create_task(_stream_chat(client, server.url, m, 60, ev))
+                       for m, ev in zip(("hot-0", "hot-1", "hot-2") * 2, started)]
+            await asyncio.gather(*(ev.wait() for ev in started))  # every stream runs before its adapter changes
             r = await client.delete(server.url + "/admin/adapters/hot-0", headers=AUTH)
             assert r.status_code == 200
             r = await client.post(server.url + "/admin/adapters/hot-1", headers=AUTH)  # reload while in use
@@ -96,10 +101,28 @@ def test_store_watcher_picks_up_new_and_removed_directories(hot):
     assert _wait_for(lambda: "late" in _models(server))
     shutil.rmtree(store / "late")
     assert _wait_for(lambda: "late" not in _models(server))
-    # A directory that is still being written (no weights yet) is not loaded, and becomes loadable when complete.
-    (store / "partial").mkdir()
-    shutil.copy(spare / "late" / "adapter_config.json", store / "partial")
-    time.sleep(1.5)
-    assert "partial" not in _models(server)
-    shutil.copy(spare / "late" / "adapter_model.safetensors", store / "partial")
+    # A valid adapter whose files are still changing (being written) is not loaded until they stay unchanged
+    # across two scans. The writer touches the weights far more often than the watcher scans; a marker adapter
+    # published meanwhile shows that the watcher has done two scans while "partial" kept changing.
+    shutil.copytree(spare / "late", store / "partial")
+    writing = threading.Event()
+    writing.set()
+
+    def writer():
+        weights, n = store / "partial" / "adapter_model.safetensors", 0
+        while writing.is_set():
+            n += 1
+            os.utime(weights, ns=(time.time_ns(), time.time_ns() + n))  # a new mtime each time: still changing
+            time.sleep(0.02)
+
+    thread = threading.Thread(target=writer, daemon=True)
+    thread.start()
+    try:
+        shutil.copytree(spare / "late", store / ".marker.tmp")
+        (store / ".marker.tmp").rename(store / "marker")
+        assert _wait_for(lambda: "marker" in _models(server))
+        assert "partial" not in _models(server)
+    finally:
+        writing.clear()
+        thread.join()
     assert _wait_for(lambda: "partial" in _models(server))
