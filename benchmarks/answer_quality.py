@@ -72,7 +72,10 @@ def load_questions() -> list[dict]:
 
 
 # --- asking ------------------------------------------------------------------------------------------------
-async def ask_all(url: str, model: str, questions: list[dict], max_tokens: int, batch: int = 8) -> list[dict]:
+BATCH = 24  # the server's batch size here: two waves of questions, and none waits in the server's queue
+
+
+async def ask_all(url: str, model: str, questions: list[dict], max_tokens: int, batch: int = BATCH) -> list[dict]:
     """All questions, `batch` at a time (the server's batch size: none waits in its queue)."""
     gate = asyncio.Semaphore(batch)
     async with httpx.AsyncClient(base_url=url, timeout=3600) as client:
@@ -122,7 +125,8 @@ def run_server(targets: list[str], old_adapter: Path | None, questions, max_toke
         if old_adapter:
             shutil.copytree(old_adapter, store / OLD)
         server = ServerProcess(["--adapters", str(store)], log=store.parent / f"{store.name}.log",
-                               env={"SUPPORTKIT_SERVE_REQUEST_TIMEOUT_S": "3600"}).wait_ready(600)
+                               env={"SUPPORTKIT_SERVE_REQUEST_TIMEOUT_S": "3600",
+                                    "SUPPORTKIT_SERVE_MAX_BATCH_SIZE": str(BATCH)}).wait_ready(600)
         try:
             base = httpx.get(server.url + "/info").json()["model_id"]
             names = {"base": base, "old": OLD, "new": NEW}
