@@ -72,12 +72,18 @@ def load_questions() -> list[dict]:
 
 
 # --- asking ------------------------------------------------------------------------------------------------
-async def ask_all(url: str, model: str, questions: list[dict], max_tokens: int) -> list[dict]:
+BATCH = 24  # the server's batch size here: two waves of questions, and none waits in the server's queue
+
+
+async def ask_all(url: str, model: str, questions: list[dict], max_tokens: int, batch: int = BATCH) -> list[dict]:
+    """All questions, `batch` at a time (the server's batch size: none waits in its queue)."""
+    gate = asyncio.Semaphore(batch)
     async with httpx.AsyncClient(base_url=url, timeout=3600) as client:
         async def one(q):
-            r = await client.post("/v1/chat/completions", json={
-                "model": model, "messages": [{"role": "user", "content": q["question"]}],
-                "temperature": 0, "max_tokens": max_tokens})
+            async with gate:
+                r = await client.post("/v1/chat/completions", json={
+                    "model": model, "messages": [{"role": "user", "content": q["question"]}],
+                    "temperature": 0, "max_tokens": max_tokens})
             r.raise_for_status()
             body = r.json()
             return {"id": q["id"], "answer": body["choices"][0]["message"]["content"],
@@ -118,7 +124,9 @@ def run_server(targets: list[str], old_adapter: Path | None, questions, max_toke
         shutil.copytree(ROOT / "serve" / "adapters" / NEW, store / NEW)
         if old_adapter:
             shutil.copytree(old_adapter, store / OLD)
-        server = ServerProcess(["--adapters", str(store)], log=store.parent / f"{store.name}.log").wait_ready(600)
+        server = ServerProcess(["--adapters", str(store)], log=store.parent / f"{store.name}.log",
+                               env={"SUPPORTKIT_SERVE_REQUEST_TIMEOUT_S": "3600",
+                                    "SUPPORTKIT_SERVE_MAX_BATCH_SIZE": str(BATCH)}).wait_ready(600)
         try:
             base = httpx.get(server.url + "/info").json()["model_id"]
             names = {"base": base, "old": OLD, "new": NEW}
