@@ -12,7 +12,7 @@ noisy: the ratios within a run are what count):
   the packed kernel's own path: how many replies are identical, and the share of positions before the first
   difference), and the perplexity of the demo adapter's validation split (train/configs/demo.yaml).
 
-    flock /work/locks/heavy.lock nice -n 10 .venv/bin/python benchmarks/quant_bench.py [--quick]
+    flock /work/locks/heavy.lock nice -n 10 .venv/bin/python benchmarks/quant_bench.py [--part speed|quality] [--quick]
 
 Results: benchmarks/results/quant.json and quant.md. Needs `supportkit model prepare` done once.
 """
@@ -152,11 +152,13 @@ def teacher_forced_agreement(engine: LocalEngine, prompts: list[list[int]], repl
     return same / total
 
 
-async def greedy_replies(engine: LocalEngine, prompts: list[str], n: int, concurrent: bool) -> list[list[int]]:
-    reqs = [GenerationRequest(p, ADAPTER, SamplingParams(max_new_tokens=n)) for p in prompts]
-    if concurrent:
-        return [[t.id for t in r.tokens] for r in await asyncio.gather(*(engine.generate(q) for q in reqs))]
-    return [[t.id for t in (await engine.generate(q)).tokens] for q in reqs]
+async def greedy_replies(engine: LocalEngine, prompts: list[str], n: int, together: int = DECODER_MAX_ROWS) -> list[list[int]]:
+    """Greedy replies, `together` at a time: few enough rows that a quantized engine decodes on its packed kernel."""
+    out = []
+    for i in range(0, len(prompts), together):
+        reqs = [GenerationRequest(p, ADAPTER, SamplingParams(max_new_tokens=n)) for p in prompts[i : i + together]]
+        out += [[t.id for t in r.tokens] for r in await asyncio.gather(*(engine.generate(q) for q in reqs))]
+    return out
 
 
 def free_running(reference: list[list[int]], replies: list[list[int]]) -> dict:
@@ -171,19 +173,14 @@ def free_running(reference: list[list[int]], replies: list[list[int]]) -> dict:
             "share_before_first_difference": prefix / same_positions}
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", default=None, help="model directory (default: the embedded Gemma 3 270M)")
-    ap.add_argument("--quick", action="store_true", help="fewer repeats, tokens and examples")
-    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
-    args = ap.parse_args()
-    quick = args.quick
-    repeats, n_decode, n_reply = (1, 16, 24) if quick else (3, 32, 64)
-    val_cap = 8 if quick else None
-    torch.set_num_threads(os.cpu_count() or 1)
-    model_dir = resolve_model_dir(args.model)
-    started = time.time()
+def running(engine: LocalEngine) -> LocalEngine:
+    """Start (or restart after stop) the engine's loop thread."""
+    engine._stop = False
+    engine.start()
+    return engine
 
+
+def load_engines(model_dir: Path) -> dict[str, LocalEngine]:
     engines = {}
     for mode in MODES:
         t0 = time.perf_counter()
@@ -192,13 +189,12 @@ def main() -> None:
         engine.slots.warm(engine.adapters()[ADAPTER])
         engines[mode] = engine
         print(f"[{mode}] ready in {time.perf_counter() - t0:.1f} s", flush=True)
+    return engines
+
+
+def quality_part(engines: dict[str, LocalEngine], n_reply: int, val_cap: int | None) -> dict:
     bf16 = engines["bf16"]
     tok = bf16.tokenizer
-    memory = {mode: tensor_bytes(e) for mode, e in engines.items()}
-
-    print("kernels ...", flush=True)
-    kernels = kernel_table(bf16, 6 if quick else 20)
-
     print("validation perplexity ...", flush=True)
     val = validation_examples(tok, val_cap)
     ppl = {}
@@ -206,48 +202,87 @@ def main() -> None:
         use_adapter(e, True)
         ppl[mode] = val_perplexity(e, val)
         print(f"  {mode}: {ppl[mode]:.4f}", flush=True)
-
     questions = load_questions([QUESTIONS])
     system = bf16.adapters()[ADAPTER].system_prompt  # what the chat service puts first for this adapter
     prompts = [bf16.render_chat([{"role": "system", "content": system}, *q.messages]) for q in questions]
     prompt_ids = [tok(p, add_special_tokens=False)["input_ids"] for p in prompts]
     print("bf16 greedy replies ...", flush=True)
-    bf16.start()
-    reference = asyncio.run(greedy_replies(bf16, prompts, n_reply, concurrent=False))
+    running(bf16)
+    reference = asyncio.run(greedy_replies(bf16, prompts, n_reply))
+    bf16.stop()
     quality = {}
     for mode in ("int8", "int4"):
         e = engines[mode]
         use_adapter(e, True)
         agree = teacher_forced_agreement(e, prompt_ids, reference)  # direct passes, before its loop thread runs
-        e.start()
-        replies = asyncio.run(greedy_replies(e, prompts, n_reply, concurrent=False))  # batch 1: the packed kernel
+        running(e)
+        replies = asyncio.run(greedy_replies(e, prompts, n_reply))
+        e.stop()
         quality[mode] = {"teacher_forced_agreement": agree, **free_running(reference, replies)}
         print(f"  {mode}: {quality[mode]}", flush=True)
+    return {"validation_perplexity": ppl, "validation_examples": len(val), "greedy_vs_bf16": quality,
+            "reply_tokens": n_reply, "questions": len(questions)}
 
+
+def speed_part(engines: dict[str, LocalEngine], repeats: int, n_decode: int) -> dict:
     print("decode speed ...", flush=True)
-    prompt = prompts[0]
+    bf16 = engines["bf16"]
+    prompt = bf16.render_chat([{"role": "system", "content": bf16.adapters()[ADAPTER].system_prompt},
+                               *load_questions([QUESTIONS])[0].messages])
     cases = [("batch 1, base model", None, 1), ("batch 1, demo adapter", ADAPTER, 1),
              ("batch 4, demo adapter", ADAPTER, 4), ("batch 8, demo adapter", ADAPTER, 8)]
     speed = {label: {m: [] for m in MODES} for label, _, _ in cases}
+    for e in engines.values():
+        running(e)
     for _ in range(repeats):
         for label, adapter, batch in cases:
             for mode, e in engines.items():
                 speed[label][mode].append(asyncio.run(decode_tok_s(e, prompt, adapter, batch, n_decode)))
+        print(f"  {json.dumps({k: {m: round(v[-1], 1) for m, v in by.items()} for k, by in speed.items()})}", flush=True)
     for e in engines.values():
         e.stop()
-    speed = {label: {m: statistics.median(v) for m, v in by.items()} for label, by in speed.items()}
+    return {"decode_tok_s": {label: {m: statistics.median(v) for m, v in by.items()} for label, by in speed.items()},
+            "decode_repeats": repeats, "decode_tokens": n_decode}
 
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default=None, help="model directory (default: the embedded Gemma 3 270M)")
+    ap.add_argument("--part", choices=("all", "speed", "quality"), default="all",
+                    help="one part per run keeps a run short on a shared machine; parts merge into one result")
+    ap.add_argument("--quick", action="store_true", help="fewer repeats, tokens and examples")
+    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    args = ap.parse_args()
+    quick = args.quick
+    repeats, n_decode, n_reply = (1, 16, 24) if quick else (3, 32, 64)
+    torch.set_num_threads(os.cpu_count() or 1)
+    model_dir = resolve_model_dir(args.model)
+    started = time.time()
+    engines = load_engines(model_dir)
+    command = "python benchmarks/quant_bench.py" + (f" --part {args.part}" if args.part != "all" else "") + (
+        " --quick" if quick else "")
     results = {
-        "model": bf16.name, "dtype": "bfloat16", "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "command": "python benchmarks/quant_bench.py" + (" --quick" if quick else ""),
+        "model": engines["bf16"].name, "dtype": "bfloat16",
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores "
-                   f"(shared with other jobs: compare ratios within this run), torch {torch.__version__}, "
+                   f"(shared with other jobs: compare ratios within one run), torch {torch.__version__}, "
                    f"CPU capability {torch.backends.cpu.get_cpu_capability()}",
         "thresholds": {"decoder_max_rows": DECODER_MAX_ROWS, "head_max_rows": HEAD_MAX_ROWS},
-        "decode_tok_s": speed, "memory": memory, "validation_perplexity": ppl,
-        "validation_examples": len(val), "greedy_vs_bf16": quality, "reply_tokens": n_reply,
-        "questions": len(questions), "kernels_ms": kernels, "elapsed_s": time.time() - started,
+        "memory": {mode: tensor_bytes(e) for mode, e in engines.items()},
     }
+    previous = args.out / "quant.json"
+    if args.part != "all" and previous.is_file():
+        results = {**json.loads(previous.read_text()), **results}
+    runs = results.setdefault("runs", {})
+    date = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    if args.part in ("all", "speed"):
+        print("kernels ...", flush=True)
+        results["kernels_ms"] = kernel_table(engines["bf16"], 6 if quick else 20)
+        results.update(speed_part(engines, repeats, n_decode))
+        runs["speed"] = {"command": command, "date": date}
+    if args.part in ("all", "quality"):
+        results.update(quality_part(engines, n_reply, 8 if quick else None))
+        runs["quality"] = {"command": command, "date": date}
+    results["elapsed_s"] = time.time() - started
     write_results(results, args.out)
 
 
@@ -256,43 +291,54 @@ def write_results(r: dict, out_dir: Path) -> None:
     (out_dir / "quant.json").write_text(json.dumps(r, indent=2) + "\n")
     mib = 1 << 20
     base_mem = r["memory"]["bf16"]["model_bytes"]
-    ppl0 = r["validation_perplexity"]["bf16"]
-    lines = [
-        f"# Quantized base weights ({r['model']}, {r['dtype']} activations)", "",
-        f"Measured {r['date']} with `{r['command']}` under the heavy lock, on {r['machine']}.", "",
-        "## Decode speed (tokens/s, median of interleaved repeats)", "",
-        "| case | bf16 | int8 | int4 | int8 / bf16 | int4 / bf16 |", "|---|---|---|---|---|---|",
-    ]
-    for label, by in r["decode_tok_s"].items():
-        lines.append(f"| {label} | {by['bf16']:.1f} | {by['int8']:.1f} | {by['int4']:.1f} | "
-                     f"{by['int8'] / by['bf16']:.2f}x | {by['int4'] / by['bf16']:.2f}x |")
-    lines += ["", "## Quality against bf16 (demo adapter)", "",
-              "| weights | val perplexity | change | teacher-forced greedy agreement | identical replies | "
-              "positions before the first difference |", "|---|---|---|---|---|---|",
-              f"| bf16 | {ppl0:.4f} | | | | |"]
-    for mode in ("int8", "int4"):
-        q, p = r["greedy_vs_bf16"][mode], r["validation_perplexity"][mode]
-        lines.append(f"| {mode} | {p:.4f} | {100 * (p / ppl0 - 1):+.2f}% | {100 * q['teacher_forced_agreement']:.1f}% | "
-                     f"{q['identical_replies']}/{q['replies']} | {100 * q['share_before_first_difference']:.1f}% |")
-    lines += ["", f"{r['questions']} demo questions (eval/configs/questions-demo.jsonl), {r['reply_tokens']} greedy tokens "
-              f"each; perplexity over the {r['validation_examples']} validation conversations of train/configs/demo.yaml "
-              "(assistant tokens).", "",
-              "## Memory (bytes of the model's tensors)", "", "| weights | total | packed copies | vs bf16 |", "|---|---|---|---|"]
+    lines = [f"# Quantized base weights ({r['model']}, {r['dtype']} activations)", "",
+             f"Machine: {r['machine']}. Each part ran under the heavy lock, its three engines measured interleaved "
+             "in one process; other jobs ran beside it, so the ratios within a part are the result, not absolute "
+             "speeds.", ""]
+    for part, run in r.get("runs", {}).items():
+        lines.append(f"- {part}: `{run['command']}`, {run['date']}")
+    if "decode_tok_s" in r:
+        lines += ["", f"## Decode speed (tokens/s, median of {r['decode_repeats']} interleaved repeats of "
+                  f"{r['decode_tokens']} tokens)", "",
+                  "| case | bf16 | int8 | int4 | int8 / bf16 | int4 / bf16 |", "|---|---|---|---|---|---|"]
+        for label, by in r["decode_tok_s"].items():
+            lines.append(f"| {label} | {by['bf16']:.1f} | {by['int8']:.1f} | {by['int4']:.1f} | "
+                         f"{by['int8'] / by['bf16']:.2f}x | {by['int4'] / by['bf16']:.2f}x |")
+    if "validation_perplexity" in r:
+        ppl0 = r["validation_perplexity"]["bf16"]
+        lines += ["", "## Quality against bf16 (demo adapter)", "",
+                  "| weights | val perplexity | change | teacher-forced greedy agreement | identical replies | "
+                  "positions before the first difference |", "|---|---|---|---|---|---|",
+                  f"| bf16 | {ppl0:.4f} | | | | |"]
+        for mode in ("int8", "int4"):
+            q, p = r["greedy_vs_bf16"][mode], r["validation_perplexity"][mode]
+            lines.append(f"| {mode} | {p:.4f} | {100 * (p / ppl0 - 1):+.2f}% | "
+                         f"{100 * q['teacher_forced_agreement']:.1f}% | {q['identical_replies']}/{q['replies']} | "
+                         f"{100 * q['share_before_first_difference']:.1f}% |")
+        lines += ["", f"{r['questions']} demo questions (eval/configs/questions-demo.jsonl) with the adapter's system "
+                  f"prompt, {r['reply_tokens']} greedy tokens each, 4 at a time (the packed kernel's path); "
+                  "teacher-forced: at each position of bf16's reply, the quantized model's greedy pick. Perplexity: "
+                  f"the {r['validation_examples']} validation conversations of train/configs/demo.yaml "
+                  "(assistant tokens)."]
+    lines += ["", "## Memory (bytes of the model's tensors)", "",
+              "| weights | total | packed copies | vs bf16 |", "|---|---|---|---|"]
     for mode, m in r["memory"].items():
         lines.append(f"| {mode} | {m['model_bytes'] / mib:.0f} MiB | {m['packed_bytes'] / mib:.0f} MiB | "
                      f"{m['model_bytes'] / base_mem:.2f}x |")
-    lines += ["", "## Kernels: speed-up over bf16 F.linear by rows in the call", "",
-              "| layer | shape | " + " | ".join(f"{m} rows int8 / int4" for m in (1, 2, 4, 8, 16)) + " |",
-              "|---|---|" + "---|" * 5]
-    by_layer: dict[str, list[dict]] = {}
-    for k in r["kernels_ms"]:
-        by_layer.setdefault(k["layer"], []).append(k)
-    for layer, ks in by_layer.items():
-        lines.append(f"| {layer} | {ks[0]['shape'][0]}x{ks[0]['shape'][1]} | " + " | ".join(
-            f"{k['int8_speedup']:.2f} / {k['int4_speedup']:.2f}" for k in ks) + " |")
+    if "kernels_ms" in r:
+        lines += ["", "## Kernels: speed-up over bf16 F.linear, by rows in the call (int8 / int4)", "",
+                  "| layer | shape | " + " | ".join(f"{m} rows" for m in (1, 2, 4, 8, 16)) + " |",
+                  "|---|---|" + "---|" * 5]
+        by_layer: dict[str, list[dict]] = {}
+        for k in r["kernels_ms"]:
+            by_layer.setdefault(k["layer"], []).append(k)
+        for layer, ks in by_layer.items():
+            lines.append(f"| {layer} | {ks[0]['shape'][0]}x{ks[0]['shape'][1]} | " + " | ".join(
+                f"{k['int8_speedup']:.2f} / {k['int4_speedup']:.2f}" for k in ks) + " |")
     t = r["thresholds"]
-    lines += ["", f"Switch used: decoder layers take the packed kernel at <= {t['decoder_max_rows']} rows, the LM head "
-              f"at <= {t['head_max_rows']['int8']} (int8) / {t['head_max_rows']['int4']} (int4) rows."]
+    lines += ["", f"Switch: decoder layers take the packed kernel at <= {t['decoder_max_rows']} rows per call, the LM "
+              f"head at <= {t['head_max_rows']['int8']} (int8) / {t['head_max_rows']['int4']} (int4); more rows take "
+              "the dense dequantized weight."]
     (out_dir / "quant.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
