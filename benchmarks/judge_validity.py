@@ -56,7 +56,9 @@ def summary() -> None:
     lines = ["# Offline judge validity", "",
              "Each opt-in judge model, served by the kit's engine, asked through the panel-offline judge's prompts "
              "about planted answers of known quality order (eval/configs/judge-validity/planted.jsonl). "
-             "Reproduce with `benchmarks/judge_validity.py --model DIR` (it runs the command shown per judge).", "",
+             "Reproduce with `benchmarks/judge_validity.py --model DIR` (it runs the command shown per judge). "
+             "Wall times are from a 2-core machine shared with other jobs, and a resumed run counts only its own "
+             "verdicts: they say how long it took here, not how fast the judge is.", "",
              "| model | passes | tau (95% CI) | ref > wrong fact | position consistency | malformed | wall s |",
              "| --- | --- | --- | --- | --- | --- | --- |"]
     for r in results:

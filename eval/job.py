@@ -11,8 +11,8 @@ from eval.analysis import analyse
 from eval.answers import ANSWERS_FILE, collect_answers
 from eval.clients import make_chat
 from common.journal import read_records
-from eval.judging import JUDGMENTS_FILE, JudgingError, anchor_target, judge_model, run_judges
 from eval.judge_validity import validity_summary
+from eval.judging import JUDGMENTS_FILE, JudgingError, anchor_target, judge_model, run_judges
 from eval.panel import load_panel
 from eval.questions import load_questions
 from eval.report import write_report
