@@ -38,7 +38,7 @@ def generate(
     api: Annotated[str, Opt(help="openai | tgi")] = "openai",
     glossary: Annotated[Optional[Path], Opt(help="Glossary YAML (default: the kit's)")] = None,
     per_scenario: Annotated[int, Opt(help="Conversations per scenario")] = 1,
-    scenarios: Annotated[Optional[int], Opt(help="Use a seeded sample of N scenarios (default: all 1,560)")] = None,
+    scenarios: Annotated[Optional[int], Opt(help="Use a seeded sample of N scenarios (default: all 1,716)")] = None,
     seed: Annotated[int, Opt(help="Generation seed")] = 0,
     split_seed: Annotated[int, Opt(help="Seed of the scenario split")] = 0,
     val: Annotated[float, Opt(help="Share of scenarios for validation")] = 0.1,
@@ -113,4 +113,6 @@ def scenario_grid(
     if ids:
         typer.echo("\n".join(s.id for s in all_))
     else:
-        typer.echo(f"{len(g.terms)} terms x {len(g.causes)} causes x {len(g.contexts)} contexts = {len(all_)} scenarios")
+        faults = sum(not s.informational for s in all_)
+        typer.echo(f"{len(g.terms)} terms x {len(g.causes)} causes x {len(g.contexts)} contexts = {faults} fault "
+                   f"scenarios, + {len(all_) - faults} informational (term x context) = {len(all_)}")
