@@ -268,7 +268,7 @@ def main() -> None:
     python = vllm_python()  # fails early, saying to run `make vllm`
     repeats = 2 if args.quick else 3
     model_dir = resolve_model_dir(args.model)
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp:  # its name is replaced by $TMP in the recorded command
         store = Path(tmp) / "store"
         print("building adapters ...", flush=True)
         random_adapters(model_dir, {**{store / name: i for i, name in enumerate(ADAPTERS)}, Path(tmp) / "spare": 9},
@@ -287,7 +287,7 @@ def main() -> None:
         "machine": f"{platform.machine()}, {os.cpu_count()} cores (shared)",
         "command": "python benchmarks/peer_bench.py" + (" --quick" if args.quick else ""),
         "torch": torch.__version__, "vllm_version": version, "vllm_venv": str(VENV.relative_to(ROOT)) if VENV.is_relative_to(ROOT) else str(VENV),
-        "vllm_command": command.replace(str(Path(tempfile.gettempdir())), "$TMP").replace(str(Path.home()), "~"), "kit": kit, "vllm": vllm,
+        "vllm_command": command.replace(tmp, "$TMP").replace(str(Path.home()), "~"), "kit": kit, "vllm": vllm,
     }
     write_results(results, args.out)
 
