@@ -17,6 +17,9 @@ INTRO = ("Ask a customer question, watch the reply stream in, and rate it. Each 
          "models answer the same conversation side by side.")
 
 
+UNSIZED_MAX_TOKENS = 128  # for a model whose manifest does not record its reply lengths
+
+
 def _notice(errors: dict[str, str]) -> dict:
     text = "\n\n".join(errors.values())
     return gr.update(value=text, visible=bool(text))
@@ -61,7 +64,7 @@ def build_page(state) -> gr.Blocks:
                     comment_btn = gr.Button("Save comment", size="sm", elem_id="save-comment")
                     feedback_status = gr.Markdown(elem_id="feedback-status")
                 with gr.Accordion("Generation", open=False):
-                    max_tokens = gr.Slider(8, 1024, value=256, step=8, label="Max new tokens", elem_id="max-tokens",
+                    max_tokens = gr.Slider(8, 1024, value=UNSIZED_MAX_TOKENS, step=8, label="Max new tokens", elem_id="max-tokens",
                                            info="Set from the model's own reply lengths when you pick it")
                     temperature = gr.Slider(0, 1.5, value=0, step=0.05, label="Temperature (0 = greedy)")
                 clear_btn = gr.Button("New conversation", elem_id="new-conversation")
@@ -89,7 +92,7 @@ def build_page(state) -> gr.Blocks:
                     gr.update(value=token_default(s, first), maximum=s.settings.max_new_tokens))
 
         def token_default(s, model) -> int:
-            return default_max_tokens(s.chat, model, s.settings.default_max_new_tokens, s.settings.max_new_tokens)
+            return default_max_tokens(s.chat, model, UNSIZED_MAX_TOKENS, s.settings.max_new_tokens)
 
         page.load(on_load, outputs=[session, header, model_a, model_b, info_a, max_tokens], queue=False,
                   api_visibility="private")

@@ -127,6 +127,7 @@ def test_grounded_reply_shows_its_sources_and_the_token_limit_fits_the_adapter(b
     page.set_default_timeout(WAIT_MS)
     page.goto(srv.url + "/demo/")
     page.wait_for_function("document.querySelector('#model-a input')?.value === 'support-kb'")
+    page.get_by_text("Generation", exact=True).click()  # the accordion holding the slider
     page.wait_for_function("document.querySelector('#max-tokens input[type=number]')?.value === '128'")  # max(90, 1.5 x 70) -> 128
     page.locator("#message textarea").fill("How do I keep my phone number when I move to your network?")
     page.locator("#send").click()
