@@ -12,7 +12,7 @@ noisy: the ratios within a run are what count):
   the packed kernel's own path: how many replies are identical, and the share of positions before the first
   difference), and the perplexity of the demo adapter's validation split (train/configs/demo.yaml).
 
-    flock /work/locks/heavy.lock nice -n 10 .venv/bin/python benchmarks/quant_bench.py [--part speed|quality] [--quick]
+    .venv/bin/python benchmarks/quant_bench.py [--part speed|quality] [--quick]
 
 Results: benchmarks/results/quant.json and quant.md. Needs `supportkit model prepare` done once.
 """
