@@ -37,7 +37,7 @@ def build_engine(settings: ServeSettings, model_dir) -> Engine:
         model_dir, dtype=settings.dtype, device=settings.device, max_batch_size=settings.max_batch_size,
         max_queue=settings.max_queue, max_adapters=settings.max_adapters, max_lora_rank=settings.max_lora_rank,
         max_input_tokens=settings.max_input_tokens, max_total_tokens=settings.max_total_tokens,
-        prefill_tokens=settings.prefill_tokens, weights=settings.weights,
+        prefill_tokens=settings.prefill_tokens, weights=settings.weights, prefix_cache_mb=settings.prefix_cache_mb,
     )
 
 

@@ -37,6 +37,11 @@ class Metrics:
         self.queue = Histogram("supportkit_queue_duration_seconds", "Time waiting before admission", a, buckets=LATENCY, registry=r)
         self.input_tokens = Counter("supportkit_input_tokens", "Prompt tokens processed", a, registry=r)
         self.generated_tokens = Counter("supportkit_generated_tokens", "Tokens generated", a, registry=r)
+        # As vLLM's prefix_cache_queries / prefix_cache_hits, in tokens: hit rate = hits / queries, per adapter.
+        self.prefix_queries = Counter("supportkit_prefix_cache_queries", "Prompt tokens looked up in the prefix cache",
+                                      a, registry=r)
+        self.prefix_hits = Counter("supportkit_prefix_cache_hits", "Prompt tokens served from the prefix cache "
+                                   "(not recomputed)", a, registry=r)
         self.generated_hist = Histogram("supportkit_request_generated_tokens", "Tokens generated per request", a, buckets=TOKENS, registry=r)
         self.energy_hist = Histogram("supportkit_request_energy_joules", "Energy attributed to each request", a, buckets=JOULES, registry=r)
         self.energy = Counter("supportkit_energy_joules", "Energy attributed to requests", ["adapter", "phase", "source"], registry=r)
@@ -70,6 +75,9 @@ class Metrics:
         if len(result.tokens) > 1:
             self.tpot.labels(label).observe((t.total_s - t.first_token_s) / (len(result.tokens) - 1))
         self.input_tokens.labels(label).inc(result.prompt_tokens)
+        if result.cached_tokens is not None:
+            self.prefix_queries.labels(label).inc(result.prompt_tokens)
+            self.prefix_hits.labels(label).inc(result.cached_tokens)
         self.generated_tokens.labels(label).inc(len(result.tokens))
         self.generated_hist.labels(label).observe(len(result.tokens))
         if result.energy_joules is not None:
@@ -95,7 +103,7 @@ class Metrics:
 
 
 class _EngineCollector:
-    """Gauges read from the engine at scrape time: queue, batch, adapters, idle energy."""
+    """Gauges read from the engine at scrape time: queue, batch, adapters, prefix cache, idle energy."""
 
     def __init__(self, engine: Engine):
         self.engine = engine
@@ -106,6 +114,15 @@ class _EngineCollector:
         yield GaugeMetricFamily("supportkit_batch_size", "Requests in the running batch", value=s["batch_size"])
         yield GaugeMetricFamily("supportkit_adapters_loaded", "Adapters loaded", value=len(self.engine.adapters()))
         yield GaugeMetricFamily("supportkit_adapters_resident", "Adapters in a slot", value=len(s["resident_adapters"]))
+        if prefix := s.get("prefix_cache"):
+            yield GaugeMetricFamily("supportkit_prefix_cache_bytes", "Memory held by the prefix cache", value=prefix.bytes)
+            yield GaugeMetricFamily("supportkit_prefix_cache_capacity_bytes", "The prefix cache's memory bound",
+                                    value=prefix.capacity_bytes)
+            yield GaugeMetricFamily("supportkit_prefix_cache_blocks", "Blocks in the prefix cache", value=prefix.blocks)
+            evicted = CounterMetricFamily("supportkit_prefix_cache_evicted_blocks",
+                                          "Blocks dropped to stay within the memory bound")
+            evicted.add_metric([], prefix.evicted_blocks)
+            yield evicted
         idle = CounterMetricFamily("supportkit_idle_energy_joules", "Energy spent while no request ran", labels=["source"])
         idle.add_metric([s["energy_source"]], s["idle_joules"])
         yield idle

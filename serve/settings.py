@@ -38,6 +38,8 @@ class ServeSettings(KitSettings):
     max_input_tokens: int = Field(2048, ge=1)
     max_total_tokens: int = Field(4096, ge=2)
     prefill_tokens: int = Field(4096, ge=1, description="Padded prompt tokens prefilled together in one pass")
+    prefix_cache_mb: int = Field(512, ge=0, description="Memory for the keys and values of recent prompt prefixes, "
+                                 "reused by later requests with the same adapter (the next turn of a chat); 0: off")
     max_new_tokens: int = Field(1024, ge=1, description="Upper bound a request may ask for")
     default_max_new_tokens: int = Field(256, ge=1)
     max_stop_sequences: int = 8

@@ -24,8 +24,11 @@ def check_limits(settings: ServeSettings, max_tokens: int | None, param: str, st
 
 
 def usage(result: GenerationResult) -> dict:
-    return {"prompt_tokens": result.prompt_tokens, "completion_tokens": result.generated_tokens,
-            "total_tokens": result.prompt_tokens + result.generated_tokens}
+    counts = {"prompt_tokens": result.prompt_tokens, "completion_tokens": result.generated_tokens,
+              "total_tokens": result.prompt_tokens + result.generated_tokens}
+    if result.cached_tokens is not None:  # as OpenAI's: the prompt tokens served from the prefix cache
+        counts["prompt_tokens_details"] = {"cached_tokens": result.cached_tokens}
+    return counts
 
 
 def energy(result: GenerationResult) -> dict:

@@ -6,6 +6,7 @@ of the base model with matching shapes; features the slot engine cannot apply ex
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import re
@@ -46,6 +47,7 @@ class AdapterWeights:
     system_prompt: str | None = None
     chat_template: str | None = None
     config: dict = field(default_factory=dict)
+    uid: int = field(default_factory=itertools.count(1).__next__)  # this load's identity (prefix cache keys)
 
 
 def _pattern_value(patterns: dict, module: str, default):

@@ -1,6 +1,7 @@
-"""The running batch's KV cache: rows of different lengths, left-padded, joined and dropped between steps.
+"""The running batch's KV cache: rows of different lengths, padded, joined and dropped between steps.
 
-The cache holds full keys and values for every layer (sliding-window layers too); attention masks are built
+The cache holds full keys and values for every layer (sliding-window layers too); a row's padding columns may
+sit before its tokens or between a cached prefix and the rest of its prompt. Attention masks are built
 here, per row and per layer type, from each cache column's absolute position and validity. The model gets
 them prepared (a dict by layer type, or one 4D mask), so it never has to guess positions from padding.
 """
@@ -84,6 +85,17 @@ class BatchCache:
             layer.values = layer.values.index_select(0, idx)[:, :, start:]
         self.pos = self.pos.index_select(0, idx)[:, start:]
         self.valid = valid[:, start:]
+
+    def row_kv(self, row: int):
+        """A reader of one row's keys and values by position: (start, end) -> per layer (keys, values), copies
+        [kv heads, end - start, head dim]. A row's valid columns hold positions 0, 1, ... in order."""
+        cols = self.valid[row].nonzero().squeeze(1)
+
+        def read(start: int, end: int):
+            idx = cols[start:end]
+            return [(layer.keys[row].index_select(1, idx), layer.values[row].index_select(1, idx))
+                    for layer in self.cache.layers]
+        return read
 
     def step_inputs(self, next_pos: torch.Tensor):
         """Key positions and validity for a decode step that appends one token per row at `next_pos` [B]."""

@@ -25,6 +25,7 @@ from serve.engine.generation import Generation
 from serve.engine.interface import Engine
 from serve.engine.lora_slots import BatchContext, lora_dtype_for, wrap_linear_layers
 from serve.engine.output import OutputProcessor
+from serve.engine.prefix_cache import BASE_MODEL, PrefixCache, past_of
 from serve.engine.prompts import PromptFormat, check_lengths
 from serve.engine.quantize import quantize_model
 from serve.engine.runner import ModelRunner
@@ -46,7 +47,7 @@ class LocalEngine(Engine):
         self, model_dir: Path, dtype: str = "auto", device: str = "auto", max_batch_size: int = 8,
         max_queue: int = 64, max_adapters: int = 8, max_lora_rank: int = 32, max_input_tokens: int = 2048,
         max_total_tokens: int = 4096, prefill_tokens: int = 4096, meter: EnergyMeter | None = None,
-        weights: str = "bf16",
+        weights: str = "bf16", prefix_cache_mb: int = 512,
     ):
         self.model_dir = check_model_dir(model_dir)
         self.name = model_name(self.model_dir)
@@ -76,6 +77,7 @@ class LocalEngine(Engine):
         self.scheduler = Scheduler(self.slots, max_batch_size, max_queue, prefill_tokens)
         self.runner = ModelRunner(model, self.ctx, self.device)
         self.output = OutputProcessor(self.tokenizer, eos_ids, self.max_total_tokens, self.device)
+        self.prefix = PrefixCache(prefix_cache_mb * 2**20)  # owned by the loop thread
 
         self.meter = meter or open_meter(self.device)
         self._last_energy = self._first_energy = self.meter.joules()
@@ -83,6 +85,7 @@ class LocalEngine(Engine):
         self._adapters: dict[str, AdapterWeights] = {}
         self._lock = threading.Lock()
         self._warm: list[AdapterWeights] = []
+        self._retired: list[AdapterWeights] = []  # unloaded or replaced: their cached prefixes go
         self._rows: list[Row] = []
         self._wake = threading.Event()
         self._stop = False
@@ -128,7 +131,7 @@ class LocalEngine(Engine):
             "queue_size": len(self.scheduler.pending), "batch_size": len(self._rows), "idle_joules": self.idle_joules,
             "energy_source": self.meter.source, "running_adapters": sorted(set(running)),
             "waiting_adapters": sorted(set(self.scheduler.waiting_adapters())), "resident_adapters": self.slots.resident(),
-            "max_adapters": len(self.slots.held) - 1,
+            "max_adapters": len(self.slots.held) - 1, "prefix_cache": self.prefix.stats(),
         }
 
     def metered_joules(self) -> float:
@@ -140,6 +143,8 @@ class LocalEngine(Engine):
         """Read and validate (in the caller's thread), then publish; the loop thread slots it in between steps."""
         weights = read_adapter(path, name, self.layer_shapes, self.max_lora_rank, self.fingerprint)
         with self._lock:
+            if (old := self._adapters.get(name)) is not None:
+                self._retired.append(old)
             self._adapters[name] = weights
             self._warm.append(weights)
         self._wake.set()
@@ -147,8 +152,9 @@ class LocalEngine(Engine):
 
     def unload_adapter(self, name: str) -> None:
         with self._lock:
-            if self._adapters.pop(name, None) is None:
+            if (old := self._adapters.pop(name, None)) is None:
                 raise AdapterNotFound(f"adapter {name!r} is not loaded")
+            self._retired.append(old)
         self._wake.set()
 
     # ---- prompts ---------------------------------------------------------------------------------------
@@ -210,6 +216,9 @@ class LocalEngine(Engine):
     def _tick(self) -> None:
         with self._lock:
             warm, self._warm = self._warm, []
+            retired, self._retired = self._retired, []
+        for weights in retired:
+            self.prefix.drop(weights.uid)
         for weights in warm:
             self.slots.warm(weights)
         self._drop_gone()
@@ -229,6 +238,7 @@ class LocalEngine(Engine):
             if row.handle.cancelled:
                 self.slots.release(row.slot, self._registered(row))
                 continue
+            self._match_prefix(row)
             rows.append(row)
         for group in self.scheduler.prefill_groups(rows):
             try:
@@ -242,18 +252,42 @@ class LocalEngine(Engine):
     def _registered(self, row: Row) -> bool:
         return row.weights is not None and self.adapters().get(row.weights.name) is row.weights
 
+    @staticmethod
+    def _adapter_key(row: Row) -> int:
+        return row.weights.uid if row.weights else BASE_MODEL
+
+    def _match_prefix(self, row: Row) -> None:
+        """The longest cached prefix of the row's prompt, leaving at least its last token to compute (whose
+        logits give the first new token); none for a row that wants every prompt token's logits."""
+        if row.req.params.decoder_input_details:
+            return
+        row.cached = self.prefix.match(self._adapter_key(row), row.prompt_ids, len(row.prompt_ids) - 1)
+        row.cached_tokens = len(row.cached) * self.prefix.block_size
+
+    def _remember(self, index: int, row: Row) -> None:
+        """Put a finished row's prompt and generated tokens (those whose keys and values are in the batch's
+        cache) into the prefix cache, unless its adapter has been unloaded or replaced meanwhile."""
+        if row.weights is not None and not self._registered(row):
+            return
+        ids = (row.prompt_ids + [t.id for t in row.tokens])[:row.next_pos]
+        self.prefix.insert(self._adapter_key(row), ids, self.runner.row_kv(index))
+
     def _prefill(self, rows: list[Row]) -> None:
         now = time.monotonic()
         for row in rows:
             row.admitted = now
             self.output.start(row)
         details = rows[0].req.params.decoder_input_details  # such a row is always prefilled alone
-        logits = self.runner.prefill([r.prompt_ids for r in rows], [r.slot for r in rows], all_logits=details)
+        pasts = [past_of(r.cached) for r in rows]
+        for row in rows:
+            row.cached = []  # the blocks' tensors are joined into `pasts`; the row need not hold them
+        logits = self.runner.prefill([r.prompt_ids for r in rows], [r.slot for r in rows],
+                                     [r.cached_tokens for r in rows], pasts, all_logits=details)
         if details:
             rows[0].prefill = self.output.prefill_details(rows[0].prompt_ids, logits[0])
             logits = logits[:, -1]
         self._rows.extend(rows)
-        self._account({id(r): len(r.prompt_ids) for r in rows}, "prefill")
+        self._account({id(r): len(r.prompt_ids) - r.cached_tokens for r in rows}, "prefill")
         for i, row in enumerate(rows):
             self._emit_or_fail(row, logits[i])
         self._finish_done()
@@ -281,6 +315,9 @@ class LocalEngine(Engine):
         if not done:
             return
         keep = [i for i, r in enumerate(self._rows) if not r.finish_reason]
+        for i, row in enumerate(self._rows):
+            if row.finish_reason and row.finish_reason != "error":
+                self._remember(i, row)
         self._rows = [self._rows[i] for i in keep]
         self.runner.keep_rows(keep)
         now = time.monotonic()
@@ -292,6 +329,7 @@ class LocalEngine(Engine):
             if timed_out:
                 row.finish_reason = "cancelled"  # counted as cut short, as a client that leaves
             result = self.output.result(row, now, self.meter.source)
+            result.cached_tokens = row.cached_tokens if self.prefix.enabled else None
             if self.on_finish:
                 self.on_finish(result)
             row.handle.emit(self._timeout(row) if timed_out else result)

@@ -40,6 +40,8 @@ class Row:
     weights: AdapterWeights | None
     prompt_ids: list[int]
     arrival: float
+    cached: list = field(default_factory=list)  # prefix cache blocks that start the prompt, until prefilled
+    cached_tokens: int = 0
     deadline: float | None = None  # time.monotonic() past which the loop drops it with a Timeout
     slot: int = 0
     decoder: object | None = None  # the output processor's incremental detokenizer
@@ -102,14 +104,16 @@ class Scheduler:
         return None
 
     def prefill_groups(self, rows: list[Row]) -> list[list[Row]]:
-        """Rows prefilled in one forward pass: in arrival order while the padded size stays within the token
-        budget; a row that wants every prompt token's logits (decoder_input_details) goes alone."""
+        """Rows prefilled in one forward pass: in arrival order while the padded size of what they compute (the
+        prompt less its cached prefix) stays within the token budget; a row that wants every prompt token's
+        logits (decoder_input_details) goes alone."""
         groups: list[list[Row]] = []
         for row in rows:
             last = groups[-1] if groups else None
+            computed = max(len(r.prompt_ids) - r.cached_tokens for r in [*last, row]) if last else 0
             if (last and not row.req.params.decoder_input_details
                     and not last[0].req.params.decoder_input_details
-                    and (len(last) + 1) * max(len(r.prompt_ids) for r in [*last, row]) <= self.prefill_tokens):
+                    and (len(last) + 1) * computed <= self.prefill_tokens):
                 last.append(row)
             else:
                 groups.append([row])

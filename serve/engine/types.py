@@ -73,6 +73,7 @@ class GenerationResult:
     energy_source: str = "unknown"
     energy_by_phase: dict[str, float] = field(default_factory=dict)
     adapter: str | None = None
+    cached_tokens: int | None = None  # prompt tokens served from the prefix cache (None: the engine has none)
 
     @property
     def generated_tokens(self) -> int:
