@@ -137,12 +137,15 @@ def read_adapter(
                 f"adapter {name!r}: rank {r} exceeds the server's maximum LoRA rank {max_rank} "
                 "(raise SUPPORTKIT_SERVE_MAX_LORA_RANK)"
             )
-        if not (torch.isfinite(a).all() and torch.isfinite(b).all()):
-            raise AdapterInvalid(f"adapter {name!r}: module {module!r} has non-finite weights")
         a_m = float(_pattern_value(config.get("alpha_pattern") or {}, module, alpha))
         scaling = a_m / math.sqrt(r) if config.get("use_rslora") else a_m / r
         layers[module] = (a, b, scaling)
 
+    # One fused norm over all tensors is non-finite if any weight is (or if the norm overflows): then look closer.
+    if not torch.isfinite(torch.nn.utils.get_total_norm([t for a, b, _ in layers.values() for t in (a, b)])):
+        for module, (a, b, _) in layers.items():
+            if not (torch.isfinite(a).all() and torch.isfinite(b).all()):
+                raise AdapterInvalid(f"adapter {name!r}: module {module!r} has non-finite weights")
     ranks = {ab[0].shape[0] for ab in layers.values()}
     targets = sorted({m.rsplit(".", 1)[-1] for m in layers})
     return AdapterWeights(

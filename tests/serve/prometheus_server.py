@@ -39,6 +39,13 @@ SUPPORTKIT_METRICS: dict[str, tuple[str, tuple[str, ...]]] = {
     # Beyond the first list: TGI's tgi_request_generated_tokens, and adapters holding a GPU/CPU slot.
     "supportkit_request_generated_tokens": ("histogram", ("adapter",)),
     "supportkit_adapters_resident": ("gauge", ()),
+    # The local engine's prefix cache (tokens looked up and found per adapter; its memory).
+    "supportkit_prefix_cache_queries_total": ("counter", ("adapter",)),
+    "supportkit_prefix_cache_hits_total": ("counter", ("adapter",)),
+    "supportkit_prefix_cache_bytes": ("gauge", ()),
+    "supportkit_prefix_cache_capacity_bytes": ("gauge", ()),
+    "supportkit_prefix_cache_blocks": ("gauge", ()),
+    "supportkit_prefix_cache_evicted_blocks_total": ("counter", ()),
 }
 # cancelled: the client went away mid-generation (the request ran, and its energy still counts).
 REQUEST_OUTCOMES = ("success", "error", "rejected", "cancelled")

@@ -78,8 +78,8 @@ def test_prefill_groups_respect_the_token_budget(setup):
     try:
         engine.prefill_tokens = 60
         rows = [type("R", (), {"prompt_ids": [1] * n, "cached_tokens": 0, "req": GenerationRequest(
-            "x", None, SamplingParams(
-            decoder_input_details=d))})() for n, d in ((20, False), (25, False), (10, False), (30, True), (5, False))]
+            "x", None, SamplingParams(decoder_input_details=d))})()
+            for n, d in ((20, False), (25, False), (10, False), (30, True), (5, False))]
         groups = engine._prefill_groups(rows)
         # 2 x 25 fits in 60, 3 x 25 does not; a row asking for prompt log-probabilities goes alone.
         assert [[len(r.prompt_ids) for r in g] for g in groups] == [[20, 25], [10], [30], [5]]

@@ -72,3 +72,21 @@ def test_slot_logits_match_peft(tiny_model, tmp_path, dtype):
         after = slot_logits([0, 1, 2])
         assert torch.equal(after[:2], before[:2])
         assert rel_err(after[2:], peft_logits("ranks", torch.float32)[2:]) <= FP32_TOLERANCE
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_non_finite_weights_are_refused_by_module(tiny_model, tmp_path, bad):
+    from safetensors.torch import load_file, save_file
+
+    from serve.errors import AdapterInvalid
+
+    path = build_random_adapter(tiny_model, tmp_path / "bad", r=4, target_modules=LORA_MODULES, seed=5)
+    tensors = load_file(path / "adapter_model.safetensors")
+    key = next(k for k in sorted(tensors) if "layers.1.mlp.up_proj.lora_B" in k)
+    tensors[key][0, 0] = bad
+    save_file(tensors, path / "adapter_model.safetensors")
+    model = AutoModelForCausalLM.from_pretrained(tiny_model)
+    layers = wrap_linear_layers(model, BatchContext(), num_slots=2, max_rank=8, lora_dtype=torch.float32)
+    shapes = {n: (m.in_features, m.out_features) for n, m in layers.items()}
+    with pytest.raises(AdapterInvalid, match=r"layers\.1\.mlp\.up_proj'? has non-finite weights"):
+        read_adapter(path, "bad", shapes, max_rank=8)
