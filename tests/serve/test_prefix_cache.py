@@ -170,3 +170,24 @@ def test_the_server_reports_cached_tokens_and_per_adapter_hits(live_server):
     assert value(metrics, "supportkit_prefix_cache_hits_total") >= cached
     assert value(metrics, "supportkit_prefix_cache_queries_total") >= first.usage.prompt_tokens + second.usage.prompt_tokens
     assert "supportkit_prefix_cache_bytes " in metrics and "supportkit_prefix_cache_capacity_bytes " in metrics
+
+
+def test_eviction_takes_leaves_before_the_blocks_they_extend():
+    """The cache on its own: with room for 6 blocks, a second chain that shares 2 blocks with the first evicts
+    the first chain's deepest blocks, never the shared ones it extends."""
+    import torch
+
+    from serve.engine.prefix_cache import PrefixCache
+
+    def kv(start, end):
+        return [(torch.zeros(1, end - start, 2), torch.zeros(1, end - start, 2))]
+
+    cache = PrefixCache(max_bytes=6 * 2 * 4 * 4 * 2, block_size=4)  # 6 blocks of 4 tokens
+    first, second = list(range(20)), list(range(8)) + list(range(100, 112))
+    assert cache.insert(1, first, kv) == 5
+    assert cache.insert(1, second, kv) == 3  # 2 shared, 3 new; 2 of the first chain's leaves go
+    assert cache.used <= cache.max_bytes and cache.evicted == 2
+    assert len(cache.match(1, second, 20)) == 5
+    assert len(cache.match(1, first, 20)) == 3  # its shared root and its third block are left
+    assert cache.match(2, first, 20) == []  # another adapter's key finds nothing
+    assert cache.drop(1) == 6 and cache.used == 0
