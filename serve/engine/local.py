@@ -4,7 +4,8 @@ One loop thread owns the model. Between decode steps it admits queued requests (
 each with its own adapter, then joined to the running batch), writes adapters into slots, and drops finished,
 cancelled or expired rows. Each row keeps the adapter it was accepted with, even if that adapter is unloaded or
 replaced meanwhile. The parts, after vLLM's: `scheduler` (queue and admission), `runner` (forward passes),
-`output` (sampling, stop rules, detokenizing, results); `device` picks dtype and device and loads the model.
+`output` (sampling, stop rules, detokenizing, results), `prefix_cache` (the keys and values of earlier prompts
+and replies, reused by the next turn of a chat); `device` picks dtype and device and loads the model.
 """
 
 from __future__ import annotations
@@ -317,7 +318,10 @@ class LocalEngine(Engine):
         keep = [i for i, r in enumerate(self._rows) if not r.finish_reason]
         for i, row in enumerate(self._rows):
             if row.finish_reason and row.finish_reason != "error":
-                self._remember(i, row)
+                try:
+                    self._remember(i, row)
+                except Exception:  # a later cache miss, never a failed request
+                    log.exception("prefix cache: could not keep request %s", row.req.id)
         self._rows = [self._rows[i] for i in keep]
         self.runner.keep_rows(keep)
         now = time.monotonic()
