@@ -309,7 +309,7 @@ class RemoteEngine(Engine):
         result = GenerationResult(
             text=text, finish_reason=finish.finish_reason, tokens=tokens,
             prompt_tokens=finish.prompt_tokens or prompt_tokens, seed=finish.seed, prefill=finish.prefill,
-            adapter=req.adapter, energy_joules=joules, energy_by_phase=phases or {},
+            cached_tokens=finish.cached_tokens, adapter=req.adapter, energy_joules=joules, energy_by_phase=phases or {},
             energy_source=self.energy.source if self.energy and joules is not None else "unknown",
             timings=Timings(first_token_s=(first or now) - arrival, inference_s=now - arrival, total_s=now - arrival),
         )

@@ -22,6 +22,7 @@ class Finish:
     text: str | None = None  # the remote's full text, when it sends one
     seed: int | None = None
     prompt_tokens: int | None = None
+    cached_tokens: int | None = None  # prompt tokens the remote took from its prefix cache, when it says
     prefill: list[Token] = field(default_factory=list)
 
 
@@ -250,6 +251,7 @@ class VLLMProtocol:
                         finish = Finish(reason, seed=req.params.seed)
                 if event.get("usage") and finish is not None:
                     finish.prompt_tokens = event["usage"].get("prompt_tokens")
+                    finish.cached_tokens = (event["usage"].get("prompt_tokens_details") or {}).get("cached_tokens")
         if finish is None or held is None:
             raise GenerationFailed("the vLLM engine ended the stream without finishing the completion")
         held.last = True
