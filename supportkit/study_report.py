@@ -80,6 +80,36 @@ def energy_sources(sources: dict | list | None) -> str:
     return ", ".join(sources or []) or "-"
 
 
+def neighbours(rows: list[dict]) -> list[dict]:
+    """Each pair of neighbours in the panel's ranking, and whether the upper one's 95% CI lies wholly above the
+    lower one's (separated: the order between them is shown, not noise)."""
+    judged = sorted([r for r in rows if r["rank"] and r["ci"]], key=lambda r: r["rank"])
+    return [{"upper": a["name"], "lower": b["name"], "upper_ci": a["ci"], "lower_ci": b["ci"],
+             "separated": a["ci"][0] > b["ci"][1]} for a, b in zip(judged, judged[1:])]
+
+
+def certainty(best: dict, rows: list[dict]) -> str:
+    """How sure the recommendation is: high when the best-judged configuration's CI lies above every other
+    target's (the base model's included), moderate when it lies above the base model's only, low otherwise."""
+    others = [r for r in rows if r is not best and r["ci"]]
+    base = [r for r in others if r["is_base"]]
+    if not best["ci"]:
+        return "low"
+    if others and all(best["ci"][0] > r["ci"][1] for r in others):
+        return "high"
+    if base and best["ci"][0] > base[0]["ci"][1]:
+        return "moderate"
+    return "low"
+
+
+CERTAINTY = {
+    "high": "Certainty: high: its confidence interval lies above every other configuration's and the base model's.",
+    "moderate": "Certainty: moderate: it is shown to beat the base model, but not to beat every other configuration.",
+    "low": "Certainty: low: its confidence interval overlaps the base model's, so this ranking does not show that "
+           "any configuration helps; more questions, a longer training or a validated judge are needed.",
+}
+
+
 def recommend(rows: list[dict]) -> dict[str, Any]:
     """The plainly-worded conclusion: the configurations on the quality-energy Pareto fronts."""
     adapters = [r for r in rows if not r["is_base"] and r["score"] is not None]
@@ -113,8 +143,10 @@ def recommend(rows: list[dict]) -> dict[str, Any]:
     if overlapping:
         lines.append(f"The confidence interval of the best-judged configuration overlaps those of {len(overlapping)} "
                      f"other(s): more questions (or judges) are needed to separate them.")
+    level = certainty(best, rows)
+    lines.append(CERTAINTY[level])
     return {"pareto_train_kwh": front_train, "pareto_joules_per_answer": front_answer, "best": best["name"],
-            "lowest_val_loss": lowest["name"] if lowest else None, "text": " ".join(lines)}
+            "lowest_val_loss": lowest["name"] if lowest else None, "certainty": level, "text": " ".join(lines)}
 
 
 def _ci(ci: list[float] | None) -> str:
@@ -178,7 +210,7 @@ def write_report(out: Path, eval_dir: Path, store: Path, names: list[str], meta:
     }
     study = {**meta, "configurations": rows, "val_loss_correlation": corr, "pareto": sections["pareto"],
              "judges": sections["judges"], "questions": ranking.questions, "anchor": ranking.anchor,
-             "bootstrap": ranking.bootstrap, "totals": totals, "recommendation": rec,
+             "bootstrap": ranking.bootstrap, "totals": totals, "recommendation": rec, "neighbours": neighbours(rows),
              "files": {"eval": str(eval_dir), "store": str(store)}}
     (out / "study.json").write_text(json.dumps(study, indent=2, ensure_ascii=False) + "\n")
     doc = blocks(study)
@@ -237,6 +269,13 @@ def blocks(study: dict) -> list[tuple]:
               "named (nvml or rapl: measured by a counter; estimate: a power model). J/answer: mean energy the server "
               "reported per answer under test."),
         ("img", "ranking", "Panel scores with 95% confidence intervals"),
+        ("h2", "Neighbours in the ranking"),
+        ("table", ["upper", "its 95% CI", "lower", "the lower's 95% CI", "separated"],
+         [[n["upper"], _ci(n["upper_ci"]), n["lower"], _ci(n["lower_ci"]), "yes" if n["separated"] else "no"]
+          for n in study.get("neighbours", [])]),
+        ("p", f"{sum(n['separated'] for n in study.get('neighbours', []))} of {len(study.get('neighbours', []))} "
+              "neighbouring pairs are separated (the upper one's CI lies wholly above the lower one's); where they "
+              "are not, the order between them may be noise."),
         ("h2", "Judges"),
         ("table", ["judge", "kind", "model", "judgments", "missing"],
          [[name, j["kind"], str(j.get("model") or "-"), str(j["judgments"]), str(j["missing"])]

@@ -20,7 +20,7 @@ from tests.study.conftest import ok, study_cli
 
 CONFIGS = ["r16-qv", "r16-all", "r32-qv"]
 SECTIONS = ["# LoRA study: 3 configurations on tiny-qwen2", "## Configurations", "## Judges",
-            "## Judge rank vs validation-loss rank", "## Quality vs energy",
+            "## Neighbours in the ranking", "## Judge rank vs validation-loss rank", "## Quality vs energy",
             "## Effect of the target-module set and of the rank", "## Recommendation"]
 
 
@@ -165,3 +165,21 @@ def test_report_from_stored_eval_and_store_is_the_same_report(mini_study, tmp_pa
         json.loads((out / "study.json").read_text())["recommendation"]
     proc = study_cli("--report-from", str(tmp_path / "none"), "--store", str(out / "adapters"), "--out", str(again))
     assert proc.returncode == 1 and "holds no eval run" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_neighbours_and_certainty_follow_the_cis(mini_study):
+    out, _ = mini_study
+    study = json.loads((out / "study.json").read_text())
+    by_name = {c["name"]: c for c in study["configurations"]}
+    ranked = sorted([c for c in study["configurations"] if c["rank"]], key=lambda c: c["rank"])
+    pairs = study["neighbours"]
+    assert [(p["upper"], p["lower"]) for p in pairs] == [(a["name"], b["name"]) for a, b in zip(ranked, ranked[1:])]
+    for p in pairs:
+        assert p["separated"] == (by_name[p["upper"]]["ci"][0] > by_name[p["lower"]]["ci"][1])
+    rows = table((out / "report.md").read_text(), "## Neighbours in the ranking")
+    assert {k: v["separated"] for k, v in rows.items()} == {p["upper"]: "yes" if p["separated"] else "no" for p in pairs}
+    rec = study["recommendation"]
+    best, base = by_name[rec["best"]], next(c for c in study["configurations"] if c["is_base"])
+    assert rec["certainty"] in ("high", "moderate", "low") and f"Certainty: {rec['certainty']}" in rec["text"]
+    if best["ci"][0] <= base["ci"][1]:
+        assert rec["certainty"] == "low"
