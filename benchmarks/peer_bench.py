@@ -265,7 +265,8 @@ def write_results(results: dict, out_dir: Path) -> None:
         row("start-up until ready, s", lambda r: r["startup_s"], higher=False),
         "",
         "The kit's prefix cache (on by default, `SUPPORTKIT_SERVE_PREFIX_CACHE_MB`) serves the next turn's history;",
-        "`--weights int4` runs decode steps of few rows on int4 kernels (docs/engines.md).", "",
+        "`--weights int8|int4` run decode steps of few rows on packed kernels: int8 stays within the quality bounds",
+        "(perplexity, greedy agreement: benchmarks/results/quant.md), int4 does not on this model.", "",
         "Hot-load: the kit's `POST /admin/adapters/{name}` (read, validate, slot) vs vLLM's `POST /v1/load_lora_adapter`.",
         "", "vLLM settings (exact command, from `tests/real_vllm/vllm_process.py`):", "", "```",
         results["vllm_command"], "```", "", f"vLLM: {results['vllm_version']}; the kit: torch {results['torch']}.",
@@ -280,7 +281,7 @@ def main() -> None:
     ap.add_argument("--dtype", default="bfloat16")
     ap.add_argument("--tokens", type=int, default=32)
     ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--kit-weights", default="bf16,int4", help="the kit's --weights settings to run, in order")
+    ap.add_argument("--kit-weights", default="bf16,int8,int4", help="the kit's --weights settings to run, in order")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     args = ap.parse_args()
     python = vllm_python()  # fails early, saying to run `make vllm`
@@ -307,7 +308,7 @@ def main() -> None:
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores (shared)",
         "command": "python benchmarks/peer_bench.py" + (" --quick" if args.quick else "")
-        + (f" --kit-weights {args.kit_weights}" if args.kit_weights != "bf16,int4" else ""),
+        + (f" --kit-weights {args.kit_weights}" if args.kit_weights != "bf16,int8,int4" else ""),
         "torch": torch.__version__, "vllm_version": version, "vllm_venv": str(VENV.relative_to(ROOT)) if VENV.is_relative_to(ROOT) else str(VENV),
         "vllm_command": command.replace(tmp, "$TMP").replace(str(Path.home()), "~"), "kit_weights": weights, **kits,
         "vllm": vllm,
