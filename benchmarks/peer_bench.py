@@ -41,6 +41,9 @@ from tests.real_vllm.random_adapters import random_adapters  # noqa: E402
 from tests.real_vllm.vllm_process import VENV, VLLMServer, vllm_python  # noqa: E402
 
 ADAPTERS = [f"r16-all-{i}" for i in range(4)]
+# Admin calls and the round-trip floor go over one kept-alive connection: a new httpx client costs ~20 ms of its
+# own (its TLS context), which would hide what the servers take.
+HTTP = httpx.Client(timeout=120)
 ADMIN_TOKEN = "peer-bench-admin-token-0123456789"
 QUESTION = ("My fibre box shows a red LOS light since this morning and I have no internet. "
             "I already restarted the router. What should I do?")
@@ -145,9 +148,9 @@ async def suite(url: str, base: str, hot_load, n: int, repeats: int) -> dict:
         loads = [await asyncio.to_thread(hot_load, i) for i in range(max(5, repeats))]
         out["hot_load_s"] = {"median": median(loads), "max": max(loads)}
 
-        def health() -> float:  # the floor under any admin call: one HTTP round trip on a new connection
+        def health() -> float:  # the floor under any admin call: one HTTP round trip
             t = time.perf_counter()
-            httpx.get(f"{url}/health", timeout=60).raise_for_status()
+            HTTP.get(f"{url}/health").raise_for_status()
             return time.perf_counter() - t
 
         out["health_rtt_s"] = median([await asyncio.to_thread(health) for _ in range(max(5, repeats))])
@@ -182,10 +185,10 @@ def run_kit(model_dir: Path, store: Path, dtype: str, n: int, repeats: int, weig
             name = f"hot-{i}"
             shutil.copytree(store.parent / "spare", store / name)
             t = time.perf_counter()
-            r = httpx.post(f"{server.url}/admin/adapters/{name}", headers=auth, timeout=120)
+            r = HTTP.post(f"{server.url}/admin/adapters/{name}", headers=auth)
             elapsed = time.perf_counter() - t
             r.raise_for_status()
-            httpx.delete(f"{server.url}/admin/adapters/{name}", headers=auth, timeout=60).raise_for_status()
+            HTTP.delete(f"{server.url}/admin/adapters/{name}", headers=auth).raise_for_status()
             shutil.rmtree(store / name)
             return elapsed
 
@@ -209,11 +212,11 @@ def run_vllm(model_dir: Path, store: Path, dtype: str, n: int, repeats: int) -> 
         def hot_load(i: int) -> float:
             name = f"hot-{i}"
             t = time.perf_counter()
-            r = httpx.post(f"{server.openai_url}/load_lora_adapter",
-                           json={"lora_name": name, "lora_path": str(store.parent / "spare")}, timeout=120)
+            r = HTTP.post(f"{server.openai_url}/load_lora_adapter",
+                          json={"lora_name": name, "lora_path": str(store.parent / "spare")})
             elapsed = time.perf_counter() - t
             r.raise_for_status()
-            httpx.post(f"{server.openai_url}/unload_lora_adapter", json={"lora_name": name}, timeout=60).raise_for_status()
+            HTTP.post(f"{server.openai_url}/unload_lora_adapter", json={"lora_name": name}).raise_for_status()
             return elapsed
 
         out = asyncio.run(suite(server.url, model_name(model_dir), hot_load, n, repeats))
@@ -255,7 +258,7 @@ def write_results(results: dict, out_dir: Path) -> None:
         row("mixed 4 adapters / single adapter", lambda r: r[e]["mixed_over_single"]),
         row("adapter hot-load (r16, 7 modules), median, ms", lambda r: r["hot_load_s"]["median"] * 1000, "<= 0.1",
             higher=False),
-        row("GET /health round trip on a new connection (the floor under a hot-load), ms",
+        row("GET /health round trip, kept-alive connection (the floor under a hot-load), ms",
             lambda r: r.get("health_rtt_s", float("nan")) * 1000, higher=False),
         row(f"next turn after ~{k['next_turn']['history_prompt_tokens']:.0f}-token history: time to first token, ms",
             lambda r: r["next_turn"]["ttft_s"] * 1000, "<= 0.8", higher=False),
