@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from serve.api.schemas import Body, Energy, Handoff, Source, integral
+from serve.api.structured import ResponseFormat, StructuredOutputs, pick
 from serve.engine.types import SamplingParams
 
 
@@ -55,6 +56,8 @@ class OpenAISampling(BaseModel):
     presence_penalty: float | None = Field(None, ge=-2.0, le=2.0)
     # Bounded so that penalised logits stay finite (a NaN would fail the whole batch's decode step).
     repetition_penalty: float | None = Field(None, ge=0.01, le=10.0)
+    response_format: ResponseFormat | None = None
+    structured_outputs: StructuredOutputs | None = Field(None, description="vLLM's structured outputs")
 
     def _sampling(self, max_new_tokens: int, top_n: int, **extra) -> SamplingParams:
         # OpenAI's default temperature is 1 (sampling); 0 is greedy, and so is anything below 1e-5 (as vLLM does:
@@ -65,7 +68,10 @@ class OpenAISampling(BaseModel):
             max_new_tokens=max_new_tokens, do_sample=temperature > 0, temperature=temperature, top_p=self.top_p,
             top_k=self.top_k if self.top_k and self.top_k > 0 else None, repetition_penalty=self.repetition_penalty,
             frequency_penalty=self.frequency_penalty, presence_penalty=self.presence_penalty, seed=self.seed,
-            stop=[self.stop] if isinstance(self.stop, str) else list(self.stop or []), top_n_tokens=top_n, **extra,
+            stop=[self.stop] if isinstance(self.stop, str) else list(self.stop or []), top_n_tokens=top_n,
+            grammar=pick(self.response_format and self.response_format.grammar(),
+                         self.structured_outputs and self.structured_outputs.grammar()),
+            **extra,
         )
 
 

@@ -1,0 +1,99 @@
+"""Structured output in each protocol's words: OpenAI's `response_format` (`json_object`, `json_schema`), vLLM's
+`structured_outputs` (`json`, `regex`, `json_object`) and TGI's `parameters.grammar` (`json`, `regex`), all turned
+into one engine Grammar, compiled for the engine's vocabulary before the request is queued."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from starlette.concurrency import run_in_threadpool
+
+from serve.engine.grammar import Grammar
+from serve.engine.interface import Engine
+from serve.errors import InvalidRequest
+
+
+class JSONSchemaFormat(BaseModel):
+    model_config = ConfigDict(extra="ignore", strict=True, populate_by_name=True)
+
+    name: str = "response"
+    description: str | None = None
+    schema_: dict[str, Any] | bool | None = Field(None, alias="schema", description="The JSON schema the reply must match")
+    strict: bool | None = None
+
+
+class ResponseFormat(BaseModel):
+    """OpenAI's `response_format`: plain text (the default), any JSON object, or JSON matching a schema."""
+
+    model_config = ConfigDict(extra="ignore", strict=True)
+
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JSONSchemaFormat | None = None
+
+    @model_validator(mode="after")
+    def _schema_given(self):
+        if self.type == "json_schema" and self.json_schema is None:
+            raise ValueError("type json_schema needs a `json_schema` object with the `schema`")
+        return self
+
+    def grammar(self) -> Grammar | None:
+        if self.type == "text":
+            return None
+        if self.type == "json_object" or self.json_schema.schema_ is None:
+            return Grammar.json_object()
+        return Grammar.json_schema(self.json_schema.schema_, "response_format.json_schema.schema")
+
+
+class StructuredOutputs(BaseModel):
+    """vLLM's `structured_outputs` (the kit's remote engine sends it to vLLM and to kit servers alike)."""
+
+    model_config = ConfigDict(extra="ignore", strict=True)
+
+    json_: dict[str, Any] | bool | str | None = Field(None, alias="json")
+    regex: str | None = None
+    json_object: bool | None = None
+
+    @model_validator(mode="after")
+    def _one(self):
+        if sum(x not in (None, False) for x in (self.json_, self.regex, self.json_object)) > 1:
+            raise ValueError("give one of json, regex or json_object")
+        return self
+
+    def grammar(self) -> Grammar | None:
+        if self.json_ is not None:
+            return Grammar.json_schema(self.json_, "structured_outputs.json")
+        if self.regex is not None:
+            return Grammar.pattern(self.regex, "structured_outputs.regex")
+        return Grammar.json_object() if self.json_object else None
+
+
+class TGIGrammar(BaseModel):
+    """TGI's `parameters.grammar`: `{"type": "json", "value": schema}` (an object or JSON text) or
+    `{"type": "regex", "value": pattern}`."""
+
+    model_config = ConfigDict(extra="ignore", strict=True)
+
+    type: Literal["json", "regex"]
+    value: Any = Field(description="The JSON schema (json) or the regular expression (regex)")
+
+    def grammar(self) -> Grammar:
+        if self.type == "regex":
+            return Grammar.pattern(self.value, "parameters.grammar.value")
+        return Grammar.json_schema(self.value, "parameters.grammar.value")
+
+
+def pick(*grammars: Grammar | None) -> Grammar | None:
+    given = [g for g in grammars if g is not None]
+    if len(given) > 1:
+        raise InvalidRequest("give one of response_format or structured_outputs, not both", "response_format")
+    return given[0] if given else None
+
+
+async def prepare(engine: Engine, grammar: Grammar | None) -> None:
+    """Compile the grammar for the in-process engine's vocabulary (seconds for a new schema on a large vocabulary,
+    then cached) in a worker thread, so that neither the event loop nor the engine's loop waits; an invalid or
+    unenforceable grammar is refused here. Remote engines get the grammar as given (checked when it was parsed)."""
+    compiler = getattr(getattr(engine, "output", None), "grammars", None)
+    if grammar is not None and compiler is not None:
+        await run_in_threadpool(compiler.compile, grammar)
