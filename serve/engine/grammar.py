@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from serve.engine.schema_support import enforceable
 from serve.errors import InvalidRequest
 
 # Whitespace between JSON tokens: at most one space, so that a weak model cannot pad its output forever.
@@ -80,8 +81,9 @@ class Grammar:
             return self.value
         if self.kind == "json_object":
             return any_json_object_regex()
+        schema = json.dumps(enforceable(json.loads(self.value), where))
         try:
-            return _outlines().json_schema.build_regex_from_schema(self.value, JSON_WHITESPACE)
+            return _outlines().json_schema.build_regex_from_schema(schema, JSON_WHITESPACE)
         except (ValueError, TypeError, RuntimeError) as exc:
             raise InvalidRequest(f"{where}: unsupported or invalid JSON schema: {exc}", where) from None
 
