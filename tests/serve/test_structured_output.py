@@ -53,7 +53,7 @@ def openai_client(live_server):
 
 @pytest.mark.parametrize("model", ["", "support-a"])
 def test_json_schema_replies_match_the_schema(openai_client, model):
-    for seed in (0, 1, 2):
+    for seed in (0, 1):
         reply = openai_client.chat.completions.create(
             model=model, messages=MESSAGES, max_tokens=200, temperature=1.0 if seed else 0, seed=seed,
             response_format=_schema_format(TICKET))
@@ -156,12 +156,14 @@ def engine(tiny_gemma):
 
 def test_constrained_rows_leave_the_others_of_their_batch_unchanged(engine):
     prompts = [engine.render_chat([{"role": "user", "content": f"Question {i}: my router blinks red."}]) for i in range(6)]
-    grammars = [None, Grammar.json_schema(TICKET, "x"), None, Grammar.pattern(PHONE, "x"), None,
+    short_ticket = {**TICKET, "required": ["category", "escalate"],
+                    "properties": {k: TICKET["properties"][k] for k in ("category", "escalate")}}
+    grammars = [None, Grammar.json_schema(short_ticket, "x"), None, Grammar.pattern(PHONE, "x"), None,
                 Grammar.json_schema(VERDICT, "x")]
     for g in grammars:
         if g is not None:
             engine.output.grammars.compile(g)  # as the API layer does before queueing
-    reqs = [GenerationRequest(p, None, SamplingParams(max_new_tokens=150, grammar=g)) for p, g in zip(prompts, grammars)]
+    reqs = [GenerationRequest(p, None, SamplingParams(max_new_tokens=40, grammar=g)) for p, g in zip(prompts, grammars)]
 
     async def alone():
         return [await engine.generate(r) for r in reqs if r.params.grammar is None]
@@ -174,7 +176,8 @@ def test_constrained_rows_leave_the_others_of_their_batch_unchanged(engine):
     joint = asyncio.run(together())
     free = [r for r, g in zip(joint, grammars) if g is None]
     assert [[t.id for t in r.tokens] for r in free] == [[t.id for t in r.tokens] for r in asyncio.run(alone())]
-    _valid(joint[1].text, TICKET)
+    assert all(r.finish_reason == "eos_token" for r, g in zip(joint, grammars) if g is not None)
+    _valid(joint[1].text, short_ticket)
     _valid(joint[5].text, VERDICT)
     assert re.fullmatch(PHONE, joint[3].text)
 
