@@ -4,7 +4,7 @@ into one engine Grammar, compiled for the engine's vocabulary before the request
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from starlette.concurrency import run_in_threadpool
@@ -19,7 +19,7 @@ class JSONSchemaFormat(BaseModel):
 
     name: str = "response"
     description: str | None = None
-    schema_: dict[str, Any] | bool | None = Field(None, alias="schema", description="The JSON schema the reply must match")
+    schema_: dict[str, Any] | None = Field(None, alias="schema", description="The JSON schema the reply must match")
     strict: bool | None = None
 
 
@@ -50,8 +50,8 @@ class StructuredOutputs(BaseModel):
 
     model_config = ConfigDict(extra="ignore", strict=True)
 
-    json_: dict[str, Any] | bool | str | None = Field(None, alias="json")
-    regex: str | None = None
+    json_: dict[str, Any] | None = Field(None, alias="json")
+    regex: str | None = Field(None, min_length=1)
     json_object: bool | None = None
 
     @model_validator(mode="after")
@@ -68,19 +68,31 @@ class StructuredOutputs(BaseModel):
         return Grammar.json_object() if self.json_object else None
 
 
-class TGIGrammar(BaseModel):
-    """TGI's `parameters.grammar`: `{"type": "json", "value": schema}` (an object or JSON text) or
-    `{"type": "regex", "value": pattern}`."""
+class TGIJSONGrammar(BaseModel):
+    """TGI's `{"type": "json", "value": schema}`."""
 
     model_config = ConfigDict(extra="ignore", strict=True)
 
-    type: Literal["json", "regex"]
-    value: Any = Field(description="The JSON schema (json) or the regular expression (regex)")
+    type: Literal["json"]
+    value: dict[str, Any] = Field(description="The JSON schema the text must match")
 
     def grammar(self) -> Grammar:
-        if self.type == "regex":
-            return Grammar.pattern(self.value, "parameters.grammar.value")
         return Grammar.json_schema(self.value, "parameters.grammar.value")
+
+
+class TGIRegexGrammar(BaseModel):
+    """TGI's `{"type": "regex", "value": pattern}`."""
+
+    model_config = ConfigDict(extra="ignore", strict=True)
+
+    type: Literal["regex"]
+    value: str = Field(min_length=1, description="The regular expression the whole text must match")
+
+    def grammar(self) -> Grammar:
+        return Grammar.pattern(self.value, "parameters.grammar.value")
+
+
+TGIGrammar = Annotated[TGIJSONGrammar | TGIRegexGrammar, Field(discriminator="type")]
 
 
 def pick(*grammars: Grammar | None) -> Grammar | None:

@@ -48,13 +48,8 @@ class Grammar:
 
     @classmethod
     def json_schema(cls, schema: Any, where: str) -> Grammar:
-        """A grammar for a JSON schema given as an object (or as JSON text, as TGI accepts); checked now."""
-        if isinstance(schema, str):
-            try:
-                schema = json.loads(schema)
-            except ValueError as exc:
-                raise InvalidRequest(f"{where}: the schema is not valid JSON: {exc}", where) from None
-        if not isinstance(schema, (dict, bool)):
+        """A grammar for a JSON schema (an object); checked now."""
+        if not isinstance(schema, dict):
             raise InvalidRequest(f"{where}: a JSON schema must be an object, not {type(schema).__name__}", where)
         grammar = cls("json_schema", json.dumps(schema, separators=(",", ":"), ensure_ascii=False), where)
         grammar.regex()  # refuses what outlines-core cannot turn into a regular expression
