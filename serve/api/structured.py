@@ -11,7 +11,6 @@ from starlette.concurrency import run_in_threadpool
 
 from serve.engine.grammar import Grammar
 from serve.engine.interface import Engine
-from serve.errors import InvalidRequest
 
 
 class JSONSchemaFormat(BaseModel):
@@ -45,10 +44,15 @@ class ResponseFormat(BaseModel):
         return Grammar.json_schema(self.json_schema.schema_, "response_format.json_schema.schema")
 
 
-class StructuredOutputs(BaseModel):
-    """vLLM's `structured_outputs` (the kit's remote engine sends it to vLLM and to kit servers alike)."""
+_KINDS = ("json", "regex", "json_object")
 
-    model_config = ConfigDict(extra="ignore", strict=True)
+
+class StructuredOutputs(BaseModel):
+    """vLLM's `structured_outputs` (the kit's remote engine sends it to vLLM and to kit servers alike): one of
+    `json`, `regex`, `json_object` (the schema says so, as does the refusal)."""
+
+    model_config = ConfigDict(extra="ignore", strict=True, json_schema_extra={"not": {"anyOf": [
+        {"required": [a, b]} for i, a in enumerate(_KINDS) for b in _KINDS[i + 1:]]}})
 
     json_: dict[str, Any] | None = Field(None, alias="json")
     regex: str | None = Field(None, min_length=1)
@@ -56,7 +60,7 @@ class StructuredOutputs(BaseModel):
 
     @model_validator(mode="after")
     def _one(self):
-        if sum(x not in (None, False) for x in (self.json_, self.regex, self.json_object)) > 1:
+        if len(self.model_fields_set & {"json_", "regex", "json_object"}) > 1:
             raise ValueError("give one of json, regex or json_object")
         return self
 
@@ -95,11 +99,13 @@ class TGIRegexGrammar(BaseModel):
 TGIGrammar = Annotated[TGIJSONGrammar | TGIRegexGrammar, Field(discriminator="type")]
 
 
-def pick(*grammars: Grammar | None) -> Grammar | None:
-    given = [g for g in grammars if g is not None]
-    if len(given) > 1:
-        raise InvalidRequest("give one of response_format or structured_outputs, not both", "response_format")
-    return given[0] if given else None
+# For the OpenAI request models: response_format or structured_outputs, not both.
+ONE_FORMAT = {"not": {"required": ["response_format", "structured_outputs"]}}
+
+
+def check_one_format(fields_set: set[str]) -> None:
+    if {"response_format", "structured_outputs"} <= fields_set:
+        raise ValueError("give one of response_format or structured_outputs, not both")
 
 
 async def prepare(engine: Engine, grammar: Grammar | None) -> None:

@@ -158,7 +158,8 @@ class GrammarCompiler:
         self._cache: collections.OrderedDict[tuple[str, str], CompiledGrammar] = collections.OrderedDict()
         self._vocabulary = None
         self.vocab_size = 0
-        self._lock = threading.Lock()  # one build at a time: a burst of requests with one schema builds it once
+        self._lock = threading.Lock()  # the cache
+        self._build_lock = threading.Lock()
 
     def _vocab(self):
         if self._vocabulary is None:
@@ -172,25 +173,38 @@ class GrammarCompiler:
         return self._vocabulary
 
     def compile(self, grammar: Grammar) -> CompiledGrammar:
-        """The grammar's index (built now, or from the cache); attached to the grammar. InvalidRequest if it cannot be."""
+        """The grammar's index (built now, or from the cache); attached to the grammar. InvalidRequest if it cannot be.
+        A grammar already compiled here returns at once, without a lock (the engine loop's case)."""
         if grammar.compiled is not None and grammar.compiled.compiler is self:
             return grammar.compiled
         key = (grammar.kind, grammar.value)
-        with self._lock:
-            compiled = self._cache.get(key)
-            if compiled is None:
-                regex = grammar.regex()
-                try:
-                    index = _outlines().Index(regex, self._vocab())
-                except (ValueError, TypeError, RuntimeError) as exc:
-                    where = grammar.where
-                    raise InvalidRequest(f"{where}: cannot be enforced with this model's vocabulary: {exc}", where) from None
-                compiled = self._cache[key] = CompiledGrammar(index, self)
-                while len(self._cache) > self.cache_size:
-                    self._cache.popitem(last=False)
-            self._cache.move_to_end(key)
+        compiled = self._cached(key)
+        if compiled is None:
+            with self._build_lock:  # one build at a time: a burst of requests with one new schema builds it once
+                compiled = self._cached(key)
+                if compiled is None:
+                    compiled = CompiledGrammar(self._index(grammar), self)
+                    with self._lock:
+                        self._cache[key] = compiled
+                        while len(self._cache) > self.cache_size:
+                            self._cache.popitem(last=False)
         grammar.compiled = compiled
         return compiled
+
+    def _cached(self, key: tuple[str, str]) -> CompiledGrammar | None:
+        with self._lock:
+            compiled = self._cache.get(key)
+            if compiled is not None:
+                self._cache.move_to_end(key)
+            return compiled
+
+    def _index(self, grammar: Grammar):
+        regex = grammar.regex()
+        try:
+            return _outlines().Index(regex, self._vocab())
+        except (ValueError, TypeError, RuntimeError) as exc:
+            where = grammar.where
+            raise InvalidRequest(f"{where}: cannot be enforced with this model's vocabulary: {exc}", where) from None
 
 
 class GrammarState:
