@@ -22,26 +22,38 @@ class JSONSchemaFormat(BaseModel):
     strict: bool | None = None
 
 
-class ResponseFormat(BaseModel):
-    """OpenAI's `response_format`: plain text (the default), any JSON object, or JSON matching a schema."""
-
+class TextFormat(BaseModel):
     model_config = ConfigDict(extra="ignore", strict=True)
 
-    type: Literal["text", "json_object", "json_schema"]
-    json_schema: JSONSchemaFormat | None = None
+    type: Literal["text"]
 
-    @model_validator(mode="after")
-    def _schema_given(self):
-        if self.type == "json_schema" and self.json_schema is None:
-            raise ValueError("type json_schema needs a `json_schema` object with the `schema`")
-        return self
+    def grammar(self) -> None:
+        return None
 
-    def grammar(self) -> Grammar | None:
-        if self.type == "text":
-            return None
-        if self.type == "json_object" or self.json_schema.schema_ is None:
+
+class JSONObjectFormat(BaseModel):
+    model_config = ConfigDict(extra="ignore", strict=True)
+
+    type: Literal["json_object"]
+
+    def grammar(self) -> Grammar:
+        return Grammar.json_object()
+
+
+class JSONSchemaResponseFormat(BaseModel):
+    model_config = ConfigDict(extra="ignore", strict=True)
+
+    type: Literal["json_schema"]
+    json_schema: JSONSchemaFormat
+
+    def grammar(self) -> Grammar:
+        if self.json_schema.schema_ is None:
             return Grammar.json_object()
         return Grammar.json_schema(self.json_schema.schema_, "response_format.json_schema.schema")
+
+
+# OpenAI's `response_format`: plain text (the default), any JSON object, or JSON matching a schema.
+ResponseFormat = Annotated[TextFormat | JSONObjectFormat | JSONSchemaResponseFormat, Field(discriminator="type")]
 
 
 _KINDS = ("json", "regex", "json_object")
