@@ -12,10 +12,15 @@ from serve.errors import InvalidRequest
 MAX_RANGE = 1000  # integer ranges up to this many values are enumerated
 _BOUNDS = ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf")
 UNENFORCED = (*_BOUNDS, "uniqueItems", "minProperties", "maxProperties", "patternProperties", "propertyNames",
-              "dependentRequired", "dependentSchemas", "contains", "minContains", "maxContains", "if", "then", "else")
+              "dependentRequired", "dependentSchemas", "contains", "minContains", "maxContains", "if", "then", "else", "not")
+# What outlines-core reads. Other keywords are annotations (JSON Schema says to ignore the ones it does not
+# know), dropped here because outlines-core refuses a schema made only of them.
+KNOWN = ("type", "properties", "required", "additionalProperties", "items", "prefixItems", "enum", "const",
+         "anyOf", "oneOf", "allOf", "$ref", "$defs", "definitions", "minLength", "maxLength", "pattern",
+         "format", "minItems", "maxItems")
 _SCHEMA_MAPS = ("properties", "$defs", "definitions")
 _SCHEMA_LISTS = ("anyOf", "oneOf", "allOf", "prefixItems")
-_SCHEMA_VALUES = ("items", "additionalProperties", "not")
+_SCHEMA_VALUES = ("items", "additionalProperties")
 
 
 def _integer_range(node: dict) -> list[int] | None:
@@ -33,10 +38,11 @@ def _integer_range(node: dict) -> list[int] | None:
 
 
 def enforceable(schema: Any, where: str, path: str = "") -> Any:
-    """The schema with small integer ranges as enums; InvalidRequest for a keyword the engine cannot enforce."""
+    """The schema with small integer ranges as enums and annotations left out; InvalidRequest for a keyword the
+    engine cannot enforce."""
     if not isinstance(schema, dict):
         return schema
-    node = dict(schema)
+    node = {k: v for k, v in schema.items() if k in KNOWN or k in UNENFORCED}
     values = _integer_range(node)
     if values is not None:
         for key in (*_BOUNDS, "type"):
