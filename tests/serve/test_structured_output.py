@@ -11,6 +11,7 @@ import re
 import httpx
 import jsonschema_rs
 import pytest
+import torch
 from huggingface_hub import InferenceClient
 from openai import BadRequestError, OpenAI
 
@@ -193,3 +194,13 @@ def test_the_panel_gets_schema_verdicts_from_the_kit(live_server, api):
         assert verdict["status"] == "ok" and verdict["structured"] and verdict["attempts"] == 1, verdict
     assert set(rubric["verdict"]) >= {"correctness", "empathy"} and all(1 <= s <= 5 for s in rubric["verdict"].values())
     assert pair["verdict"] in ("A", "B", "tie")
+
+
+def test_the_mask_is_the_same_on_every_path(engine):
+    """The numpy path (fp32 on CPU) and the torch path (other dtypes and devices) forbid the same tokens."""
+    from serve.engine.grammar import GrammarState
+
+    state = GrammarState(engine.output.grammars.compile(Grammar.pattern(PHONE, "x")))
+    logits = torch.randn(engine.model.config.vocab_size)
+    fast, other = state.mask(logits), state.mask(logits.to(torch.bfloat16))
+    assert torch.equal(fast.isinf(), other.isinf()) and 0 < int((~fast.isinf()).sum()) < logits.numel() // 4
