@@ -49,9 +49,13 @@ class OpenAIChat:
         self._http = client(self.url, api_key, timeout)
 
     def complete(self, model: str | None, messages: list[dict[str, str]], *, max_tokens: int,
-                 temperature: float, seed: int) -> Reply:
+                 temperature: float, seed: int, schema: dict | None = None) -> Reply:
+        """`schema`: the reply must be JSON matching it (`response_format` json_schema, strict)."""
         body = {"model": model or "", "messages": messages, "max_tokens": max_tokens,
                 "temperature": temperature, "seed": seed, "stream": False}
+        if schema is not None:
+            body["response_format"] = {"type": "json_schema",
+                                       "json_schema": {"name": "verdict", "schema": schema, "strict": True}}
         started = time.perf_counter()
         response, data = json_response(lambda: self._http.post("/v1/chat/completions", json=body), self.url)
         latency = time.perf_counter() - started
@@ -92,10 +96,13 @@ class TGIChat:
         self._client = InferenceClient(base_url=self.url, api_key=api_key, timeout=timeout)
 
     def complete(self, model: str | None, messages: list[dict[str, str]], *, max_tokens: int,
-                 temperature: float, seed: int) -> Reply:
+                 temperature: float, seed: int, schema: dict | None = None) -> Reply:
+        """`schema`: the text must be JSON matching it (TGI's `grammar` of type json)."""
         from huggingface_hub.errors import HfHubHTTPError, InferenceTimeoutError, OfflineModeIsEnabled
 
         sampling = {"do_sample": True, "temperature": temperature} if temperature > 0 else {"do_sample": False}
+        if schema is not None:
+            sampling["grammar"] = {"type": "json", "value": schema}
         started = time.perf_counter()
         try:
             out = self._client.text_generation(

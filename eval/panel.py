@@ -45,6 +45,9 @@ class JudgeConfig(_Strict):
     protocols: list[Literal["rubric", "pairwise"]] = ["rubric", "pairwise"]
     # criteria: a score per rubric criterion; overall: one reference-guided score (small judges: short verdicts)
     rubric_verdict: Literal["criteria", "overall"] = "criteria"
+    # ask for verdicts constrained to their JSON schema (OpenAI response_format / TGI grammar); an endpoint that
+    # refuses them is then asked without
+    structured: bool = True
     concurrency: int = Field(2, ge=1, le=64)
     max_retries: int = Field(4, ge=0, le=20)  # endpoint errors, with exponential backoff
     parse_retries: int = Field(2, ge=0, le=10)  # malformed verdicts, asked again with another seed

@@ -19,6 +19,24 @@ _BRACKET = re.compile(r"\[\[\s*(A|B|C|tie)\s*\]\]", re.IGNORECASE)
 _WINNERS = {"a": "A", "b": "B", "tie": "tie", "c": "tie", "draw": "tie"}
 
 
+def verdict_schema(kind: str) -> dict[str, Any]:
+    """The JSON schema of a verdict (`criteria`, `overall` or `pairwise`), for judges whose endpoint enforces one
+    (structured output). Scores only: the prompts' rationale comes after the scores, so it cannot change them, and
+    a bounded verdict always fits in the judge's max_tokens."""
+    score = {"type": "integer", "enum": [1, 2, 3, 4, 5]}
+    if kind == "criteria":
+        scores = {"type": "object", "properties": {c: score for c in RUBRIC_CRITERIA},
+                  "required": list(RUBRIC_CRITERIA), "additionalProperties": False}
+        properties = {"scores": scores}
+    elif kind == "overall":
+        properties = {"score": score}
+    elif kind == "pairwise":
+        properties = {"winner": {"type": "string", "enum": ["A", "B", "tie"]}}
+    else:
+        raise ValueError(f"unknown verdict kind {kind!r}")
+    return {"type": "object", "properties": properties, "required": list(properties), "additionalProperties": False}
+
+
 class VerdictError(ValueError):
     """The judge's output holds no usable verdict; the message says why."""
 

@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from serve.api.schemas import Body, Energy, Handoff, Source, integral
+from serve.api.structured import ONE_FORMAT, ResponseFormat, StructuredOutputs, check_one_format
 from serve.engine.types import SamplingParams
 
 
@@ -39,7 +40,7 @@ class OpenAISampling(BaseModel):
     """The sampling fields both OpenAI routes share (vLLM's extras `top_k` and `repetition_penalty` included)."""
 
     # Strict, as OpenAI's API: a wrong JSON type is refused ("stream": "yes" is not true), never coerced.
-    model_config = ConfigDict(extra="ignore", strict=True)
+    model_config = ConfigDict(extra="ignore", strict=True, json_schema_extra=ONE_FORMAT)
 
     model: str = ""
     temperature: float | None = Field(None, ge=0.0, le=2.0)
@@ -55,6 +56,13 @@ class OpenAISampling(BaseModel):
     presence_penalty: float | None = Field(None, ge=-2.0, le=2.0)
     # Bounded so that penalised logits stay finite (a NaN would fail the whole batch's decode step).
     repetition_penalty: float | None = Field(None, ge=0.01, le=10.0)
+    response_format: ResponseFormat | None = None
+    structured_outputs: StructuredOutputs | None = Field(None, description="vLLM's structured outputs")
+
+    @model_validator(mode="after")
+    def _one_format(self):
+        check_one_format(self.model_fields_set)
+        return self
 
     def _sampling(self, max_new_tokens: int, top_n: int, **extra) -> SamplingParams:
         # OpenAI's default temperature is 1 (sampling); 0 is greedy, and so is anything below 1e-5 (as vLLM does:
@@ -65,7 +73,10 @@ class OpenAISampling(BaseModel):
             max_new_tokens=max_new_tokens, do_sample=temperature > 0, temperature=temperature, top_p=self.top_p,
             top_k=self.top_k if self.top_k and self.top_k > 0 else None, repetition_penalty=self.repetition_penalty,
             frequency_penalty=self.frequency_penalty, presence_penalty=self.presence_penalty, seed=self.seed,
-            stop=[self.stop] if isinstance(self.stop, str) else list(self.stop or []), top_n_tokens=top_n, **extra,
+            stop=[self.stop] if isinstance(self.stop, str) else list(self.stop or []), top_n_tokens=top_n,
+            grammar=(self.response_format.grammar() if self.response_format else None)
+            or (self.structured_outputs.grammar() if self.structured_outputs else None),
+            **extra,
         )
 
 
@@ -73,7 +84,7 @@ class ChatCompletionRequest(OpenAISampling):
     # What the validator below enforces, said in the schema too: top_logprobs > 0 needs logprobs true.
     model_config = ConfigDict(json_schema_extra={
         "if": {"properties": {"top_logprobs": {"type": "integer", "minimum": 1}}, "required": ["top_logprobs"]},
-        "then": {"properties": {"logprobs": {"const": True}}, "required": ["logprobs"]},
+        "then": {"properties": {"logprobs": {"const": True}}, "required": ["logprobs"]}, **ONE_FORMAT,
     })
 
     messages: list[ChatMessage] = Field(min_length=1)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+from serve.api.structured import prepare
 from serve.engine.generation import Generation
 from serve.engine.interface import Engine
 from serve.engine.types import GenerationRequest, GenerationResult
@@ -25,12 +26,13 @@ def check_sampling(req) -> None:
 async def run(engine: Engine, req: GenerationRequest, timeout_s: float) -> GenerationResult:
     """The request's result; the engine drops it past the deadline (a Timeout, 504)."""
     check_sampling(req)
+    await prepare(engine, req.params.grammar)
     return await engine.generate(req, timeout_s)
 
 
 def open_stream(engine: Engine, req: GenerationRequest, timeout_s: float) -> Generation:
     """Submit a streamed request: a refusal (queue full, unknown adapter, prompt too long) raises here, so it is
-    a plain 4xx/5xx JSON answer, not an error inside a 200 stream."""
+    a plain 4xx/5xx JSON answer, not an error inside a 200 stream. A request with a grammar is `prepare`d first."""
     check_sampling(req)
     return engine.submit(req, timeout_s)
 

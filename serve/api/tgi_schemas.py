@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from serve.api.schemas import Body, Handoff, Source, integral
+from serve.api.structured import TGIGrammar
 from serve.engine.types import SamplingParams
 
 
@@ -35,9 +36,9 @@ class TGIParameters(BaseModel):
     # Not supported: the schema says so (only null / false), and the refusal says why.
     typical_p: None = Field(None, description="Not supported (null only)")
     watermark: Literal[False] = Field(False, description="Not supported (false only)")
-    grammar: None = Field(None, description="Not supported (null only)")
+    grammar: TGIGrammar | None = Field(None, description="Structured output: the text matches this JSON schema or regex")
 
-    @field_validator("watermark", "grammar", "typical_p", mode="before")
+    @field_validator("watermark", "typical_p", mode="before")
     @classmethod
     def _unsupported(cls, v, info):
         if v is not (False if info.field_name == "watermark" else None):
@@ -51,6 +52,7 @@ class TGIParameters(BaseModel):
             frequency_penalty=self.frequency_penalty, seed=self.seed, stop=list(self.stop or []),
             top_n_tokens=self.top_n_tokens or 0, logprobs=self.details,
             decoder_input_details=self.decoder_input_details, truncate=self.truncate,
+            grammar=self.grammar.grammar() if self.grammar else None,
         )
 
 

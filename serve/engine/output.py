@@ -9,6 +9,7 @@ import time
 import torch
 from tokenizers.decoders import DecodeStream
 
+from serve.engine.grammar import GrammarCompiler, GrammarState
 from serve.engine.sampling import choose, process_logits
 from serve.engine.scheduler import Row
 from serve.engine.types import GenerationResult, Timings, Token
@@ -32,6 +33,7 @@ class OutputProcessor:
         self.special_ids = set(tokenizer.all_special_ids)
         self.max_total_tokens = max_total_tokens
         self.device = device
+        self.grammars = GrammarCompiler(tokenizer, eos_ids)
 
     def start(self, row: Row) -> None:
         """A row's sampling state and detokenizer, set when it joins the batch."""
@@ -41,6 +43,8 @@ class OutputProcessor:
             row.generator = torch.Generator(device=self.device).manual_seed(row.seed % 2**64)  # any size, as TGI's u64
         row.decoder = DecodeStream(skip_special_tokens=True)
         row.next_pos = len(row.prompt_ids)
+        # Compiled before the request was queued (GrammarCompiler.compile in its thread): a cache hit here.
+        row.grammar = GrammarState(self.grammars.compile(p.grammar)) if p.grammar else None
 
     def _token(self, tid: int, logprob: float | None) -> Token:
         return Token(tid, self.tokenizer.decode([tid]), logprob, tid in self.special_ids)
@@ -54,6 +58,8 @@ class OutputProcessor:
         """Choose the row's next token, extend its text and decide whether it is the last; returns the event."""
         p = row.req.params
         generated = [t.id for t in row.tokens]
+        if row.grammar is not None:  # only what the grammar allows, before penalties and sampling
+            logits = row.grammar.mask(logits)
         if p.repetition_penalty or p.frequency_penalty or p.presence_penalty or p.sampling:
             context = torch.tensor(row.prompt_ids + generated, device=logits.device)
             logits = process_logits(logits, p, context, generated)
@@ -72,7 +78,11 @@ class OutputProcessor:
         # DecodeStream holds back a token that ends inside a UTF-8 character until the character is complete.
         delta = row.decoder.step(self.fast, token_id) or ""
         row.text += delta
+        if row.grammar is not None:
+            row.grammar.advance(token_id)
         if token_id in self.eos_ids and not p.ignore_eos:
+            row.finish_reason = "eos_token"
+        elif row.grammar is not None and row.grammar.done:  # complete: only the end could follow, as TGI ends it
             row.finish_reason = "eos_token"
         elif p.stop and (cut := find_stop(row.text, before, p.stop)) is not None:
             row.text = row.text[:cut]

@@ -137,6 +137,9 @@ class TGIProtocol:
                     "seed": p.seed, "stop": p.stop or None, "top_n_tokens": p.top_n_tokens or None,
                     "truncate": p.truncate, "adapter_id": adapter_id, "adapter_source": adapter_source}
         params.update(optional)
+        if p.grammar is not None:  # TGI has no json_object: any object is the schema {"type": "object"}
+            params["grammar"] = ({"type": "regex", "value": p.grammar.value} if p.grammar.kind == "regex"
+                                 else {"type": "json", "value": p.grammar.schema})
         return {k: v for k, v in params.items() if v is not None}
 
     async def stream(self, client: httpx.AsyncClient, req: GenerationRequest, adapter_id, adapter_source=None):
@@ -211,6 +214,9 @@ class VLLMProtocol:
         body.update(seed=p.seed, stop=p.stop or None, repetition_penalty=p.repetition_penalty,
                     frequency_penalty=p.frequency_penalty, presence_penalty=p.presence_penalty,
                     truncate_prompt_tokens=p.truncate)
+        if p.grammar is not None:
+            body["structured_outputs"] = {"json_schema": {"json": p.grammar.schema}, "json_object": {"json_object": True},
+                                          "regex": {"regex": p.grammar.value}}[p.grammar.kind]
         return {k: v for k, v in body.items() if v is not None}
 
     @staticmethod

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from serve.engine.grammar import Grammar
 
 
 @dataclass
@@ -23,6 +27,7 @@ class SamplingParams:
     decoder_input_details: bool = False
     truncate: int | None = None
     ignore_eos: bool = False  # generate exactly max_new_tokens (benchmarks)
+    grammar: Grammar | None = None  # structured output: what the text must match (serve.engine.grammar)
 
     @property
     def sampling(self) -> bool:

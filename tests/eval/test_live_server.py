@@ -44,6 +44,7 @@ judges:
     protocols: [rubric, pairwise]
     max_tokens: 24
     parse_retries: 1
+    structured: false   # unconstrained: the malformed-verdict path (test_structured_output has the constrained one)
   - name: hosted-standin
     kind: llm
     url: {scripted.url}
