@@ -45,6 +45,7 @@ class Row:
     deadline: float | None = None  # time.monotonic() past which the loop drops it with a Timeout
     slot: int = 0
     decoder: object | None = None  # the output processor's incremental detokenizer
+    grammar: object | None = None  # the output processor's grammar state (structured output), if any
     generator: torch.Generator | None = None
     seed: int | None = None
     text: str = ""
