@@ -178,7 +178,7 @@ class TGIProtocol:
             token.last = i == len(tokens) - 1
             yield token
         prefill = [Token(int(t["id"]), t.get("text") or "", t.get("logprob")) for t in details.get("prefill") or []]
-        yield Finish(details["finish_reason"], out["generated_text"], details.get("seed"), len(prefill) or None, prefill)
+        yield Finish(details["finish_reason"], out["generated_text"], details.get("seed"), len(prefill) or None, prefill=prefill)
 
 
 class VLLMProtocol:
