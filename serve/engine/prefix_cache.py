@@ -121,10 +121,6 @@ class PrefixCache:
             self._remove(block)
         return len(gone)
 
-    def clear(self) -> None:
-        self.blocks.clear()
-        self.used = 0
-
 
 def past_of(blocks: list[Block]) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Per layer, the keys and values of a chain of blocks, joined along the sequence [kv heads, tokens, head dim]."""
