@@ -22,7 +22,6 @@ from serve.api.schemas import integral
 from serve.api.openapi_docs import streams
 from serve.api.responses import closing, open_stream, result_headers, run, sse
 from serve.api.serving import OPENAI_FINISH, check_limits, energy, hold_last, openai_error_event, usage
-from serve.api.structured import prepare
 from serve.engine.types import GenerationRequest, GenerationResult, SamplingParams, Token
 from serve.errors import InvalidRequest, ServeError
 
@@ -105,8 +104,7 @@ async def completions(body: CompletionRequest, chat: ChatDep, engine: EngineDep,
     def chunk(**fields) -> str:
         return sse(Completion(**head, **fields).json_body())
 
-    await prepare(engine, req.params.grammar)  # an invalid grammar is refused before the stream
-    events = open_stream(engine, req, settings.request_timeout_s)  # refusals before the stream begins
+    events = await open_stream(engine, req, settings.request_timeout_s)  # refusals before the stream begins
 
     async def frames():
         offset = 0

@@ -14,7 +14,6 @@ from serve.api.openai_schemas import ChatCompletion, ChatCompletionChunk, ChatCo
 from serve.api.openapi_docs import streams
 from serve.api.responses import closing, open_stream, result_headers, run, sse
 from serve.api.serving import OPENAI_FINISH, check_limits, energy, openai_error_event, usage
-from serve.api.structured import prepare
 from serve.chat import sources_json
 from serve.engine.types import GenerationResult
 from serve.errors import ServeError
@@ -55,8 +54,7 @@ async def _chat(body: ChatCompletionRequest, path_model: str | None, chat, engin
     def chunk(**fields) -> str:
         return sse(ChatCompletionChunk(**head, object="chat.completion.chunk", **fields).json_body())
 
-    await prepare(engine, req.params.grammar)  # an invalid grammar is refused before the stream
-    events = open_stream(engine, req, settings.request_timeout_s)  # refusals (429, 400, ...) before the stream
+    events = await open_stream(engine, req, settings.request_timeout_s)  # refusals (429, 400, ...) before the stream
 
     async def frames():
         yield chunk(choices=[{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}])

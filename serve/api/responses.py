@@ -30,10 +30,11 @@ async def run(engine: Engine, req: GenerationRequest, timeout_s: float) -> Gener
     return await engine.generate(req, timeout_s)
 
 
-def open_stream(engine: Engine, req: GenerationRequest, timeout_s: float) -> Generation:
-    """Submit a streamed request: a refusal (queue full, unknown adapter, prompt too long) raises here, so it is
-    a plain 4xx/5xx JSON answer, not an error inside a 200 stream. A request with a grammar is `prepare`d first."""
+async def open_stream(engine: Engine, req: GenerationRequest, timeout_s: float) -> Generation:
+    """Submit a streamed request: a refusal (queue full, unknown adapter, prompt too long, a grammar that cannot be
+    enforced) raises here, so it is a plain 4xx/5xx JSON answer, not an error inside a 200 stream."""
     check_sampling(req)
+    await prepare(engine, req.params.grammar)
     return engine.submit(req, timeout_s)
 
 

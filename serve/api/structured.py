@@ -121,9 +121,7 @@ def check_one_format(fields_set: set[str]) -> None:
 
 
 async def prepare(engine: Engine, grammar: Grammar | None) -> None:
-    """Compile the grammar for the in-process engine's vocabulary (seconds for a new schema on a large vocabulary,
-    then cached) in a worker thread, so that neither the event loop nor the engine's loop waits; an invalid or
-    unenforceable grammar is refused here. Remote engines get the grammar as given (checked when it was parsed)."""
-    compiler = getattr(getattr(engine, "output", None), "grammars", None)
-    if grammar is not None and compiler is not None:
-        await run_in_threadpool(compiler.compile, grammar)
+    """The engine's `prepare_grammar` in a worker thread (compiling a new schema takes seconds), so that neither
+    the event loop nor the engine's loop waits; an invalid or unenforceable grammar is refused here."""
+    if grammar is not None:
+        await run_in_threadpool(engine.prepare_grammar, grammar)

@@ -16,7 +16,6 @@ from serve.api.openapi_docs import streams
 from serve.api.responses import closing, open_stream, result_headers, run, sse
 from serve.api.serving import check_limits, hold_last, tgi_error_event
 from serve.api.tgi_schemas import Details, Generated, Info, StreamDetails, StreamEvent, TGIRequest, TGIToken
-from serve.api.structured import prepare
 from serve.chat import sources_json
 from serve.engine.types import GenerationRequest, GenerationResult
 from serve.errors import AdapterNotFound, ServeError
@@ -65,8 +64,7 @@ async def _generate(body: TGIRequest, path_adapter, chat, engine, settings, as_l
 async def _stream(body: TGIRequest, path_adapter, chat, engine, settings) -> StreamingResponse:
     req, sources = _request(body, path_adapter, chat, settings)  # errors here are plain JSON responses, before the stream
     prefix = body.inputs if body.parameters.return_full_text else ""
-    await prepare(engine, req.params.grammar)  # an invalid grammar is refused before the stream
-    events = open_stream(engine, req, settings.request_timeout_s)  # refusals (429, 422, ...) before the stream
+    events = await open_stream(engine, req, settings.request_timeout_s)  # refusals (429, 422, ...) before the stream
 
     async def frames():
         index = 0

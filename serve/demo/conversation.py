@@ -177,7 +177,7 @@ async def send(chat: ChatService, engine: Engine, timeout_s: float, session: Ses
     streams = {}
     for side, (_, req, _) in list(requests.items()):
         try:
-            streams[side] = open_stream(engine, req, timeout_s)
+            streams[side] = await open_stream(engine, req, timeout_s)
         except ServeError as exc:
             errors[side] = error_text(models[side], exc)
     for side in streams:

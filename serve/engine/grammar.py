@@ -97,27 +97,16 @@ def any_json_object_regex() -> str:
     return obj(f"({scalar}|{array}|{obj(scalar)})")
 
 
-def gpt2_byte_chars() -> dict[int, str]:
-    """GPT-2's byte-level alphabet: each byte as the printable character byte-level BPE writes it as."""
-    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
-    chars, extra = {}, 0
-    for b in range(256):
-        if b in printable:
-            chars[b] = chr(b)
-        else:
-            chars[b] = chr(256 + extra)
-            extra += 1
-    return chars
-
-
 def token_bytes(tokenizer) -> dict[int, bytes]:
     """Each ordinary token's bytes (special tokens left out): byte-level BPE pieces through GPT-2's byte map,
     SentencePiece pieces with their '▁' spaces and <0xNN> byte tokens."""
     decoder = tokenizer.backend_tokenizer.decoder
     byte_level = decoder is not None and b"ByteLevel" in decoder.__getstate__()
     special = set(tokenizer.all_special_ids) | {i for i, t in tokenizer.added_tokens_decoder.items() if t.special}
-    if byte_level:
-        to_byte = {c: b for b, c in gpt2_byte_chars().items()}
+    if byte_level:  # GPT-2's byte-level alphabet: each byte as the printable character BPE writes it as
+        from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+        to_byte = {c: b for b, c in bytes_to_unicode().items()}
     out: dict[int, bytes] = {}
     for piece, tid in tokenizer.get_vocab().items():
         if tid in special or not piece:

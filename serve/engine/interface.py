@@ -45,6 +45,12 @@ class Engine(Protocol):
 
     def count_tokens(self, text: str) -> int: ...
 
+    def prepare_grammar(self, grammar) -> None:
+        """Make a request's structured-output grammar ready before it is submitted (the local engine compiles it
+        for its vocabulary: seconds for a new schema, so callers run this in a worker thread), or raise
+        InvalidRequest if it cannot be enforced. Engines that pass grammars on to a remote have nothing to do."""
+        return None
+
     def submit(self, req: GenerationRequest, timeout_s: float | None = None) -> Generation:
         """Validate the request and resolve its adapter once, then queue it; raises ServeError (unknown adapter,
         prompt too long, queue full, engine down) before any answer begins. Past `timeout_s` the engine drops the

@@ -166,6 +166,9 @@ class LocalEngine(Engine):
         return self.prompts.count_tokens(text)
 
     # ---- requests --------------------------------------------------------------------------------------
+    def prepare_grammar(self, grammar) -> None:
+        self.output.grammars.compile(grammar)
+
     def submit(self, req: GenerationRequest, timeout_s: float | None = None) -> Generation:
         """Validate, resolve the adapter and queue the request, or raise why not (before any answer starts)."""
         if not self.health():
