@@ -45,6 +45,7 @@ class Grammar:
     value: str = ""
     where: str = field(default="grammar", compare=False)
     compiled: Any = field(default=None, compare=False, repr=False)
+    _regex: str | None = field(default=None, compare=False, repr=False)  # built once: at parsing, reused to compile
 
     @classmethod
     def json_schema(cls, schema: Any, where: str) -> Grammar:
@@ -71,6 +72,11 @@ class Grammar:
         return json.loads(self.value) if self.kind == "json_schema" else ANY_JSON_OBJECT
 
     def regex(self) -> str:
+        if self._regex is None:
+            self._regex = self._build_regex()
+        return self._regex
+
+    def _build_regex(self) -> str:
         where = self.where
         if self.kind == "regex":
             return self.value
