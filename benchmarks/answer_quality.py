@@ -28,10 +28,14 @@ Baselines, scored the same way against the references: echo (the question itself
 reference (the reference answer of another question, a fixed derangement).
 Retrieval cost: 10 sequential 1-token requests to the shipped adapter; the server's retrieval histogram
 (/metrics) over those requests against their median time to first token (= request time at 1 token).
-An LLM judge's 1-5 grade is optional: --judge-url URL --judge-model NAME (an OpenAI-compatible endpoint;
-reference-guided, JSON verdict), not part of the default run.
+An LLM judge's 1-5 grade is optional, not part of the default run: --judge DIR (a prepared offline judge served
+by the kit for the grading) or --judge-url URL --judge-model NAME (an OpenAI-compatible endpoint);
+reference-guided, schema-constrained JSON verdict; every target is graded and so are the echo and
+wrong-reference baselines, the judge's floor. Grades are kept with the answers, so a later run re-uses them
+until the judge is run again.
 
     .venv/bin/python benchmarks/answer_quality.py --old-adapter DIR [--targets base,old,new] [--max-tokens 320]
+    .venv/bin/python benchmarks/answer_quality.py --targets "" --judge ~/.cache/supportkit/models/qwen2.5-coder-1.5b-instruct
 
 Answers are kept in benchmarks/results/answer_quality_answers.json, so that targets can be run separately
 (a run asks only for the targets given and scores every target recorded). Results: answer_quality.json, .md.
@@ -257,18 +261,55 @@ Grade 1-5: 5 = as correct and useful as the reference; 3 = partly right, with ga
 off-topic or harmful. Reply with JSON only: {{"grade": N}}"""
 
 
-def judge_grades(url: str, model: str, questions: list[dict], replies: list[dict]) -> dict:
-    by_id = {r["id"]: r for r in replies}
-    grades = []
-    with httpx.Client(base_url=url.rstrip("/"), timeout=600) as client:
-        for q in questions:
-            prompt = JUDGE_PROMPT.format(question=q["question"], reference=q["reference"], answer=by_id[q["id"]]["answer"])
-            body = client.post("/v1/chat/completions", json={"model": model, "temperature": 0, "max_tokens": 20,
-                                                             "messages": [{"role": "user", "content": prompt}]}).json()
-            m = re.search(r'"grade"\s*:\s*([1-5])', body["choices"][0]["message"]["content"])
-            if m:
-                grades.append(float(m.group(1)))
-    return {"judge": f"{model} at {url}", "grade": bootstrap(grades), "parsed": len(grades), "asked": len(questions)}
+GRADE_SCHEMA = {"type": "object", "properties": {"grade": {"type": "integer", "enum": [1, 2, 3, 4, 5]}},
+                "required": ["grade"], "additionalProperties": False}
+
+
+def judge_grades(url: str, model: str, questions: list[dict], answers: dict[str, str], concurrency: int = 8) -> dict:
+    """The judge's grade of each answer (by question id), asked concurrently, verdicts schema-constrained
+    (an endpoint that ignores response_format still parses when it answers as told)."""
+    async def grade(client, sem, q):
+        prompt = JUDGE_PROMPT.format(question=q["question"], reference=q["reference"], answer=answers[q["id"]])
+        async with sem:
+            r = await client.post("/v1/chat/completions", json={
+                "model": model, "temperature": 0, "max_tokens": 20, "messages": [{"role": "user", "content": prompt}],
+                "response_format": {"type": "json_schema", "json_schema": {"name": "grade", "schema": GRADE_SCHEMA}}})
+        m = re.search(r'"grade"\s*:\s*([1-5])', r.json()["choices"][0]["message"]["content"]) if r.status_code == 200 else None
+        return float(m.group(1)) if m else None
+
+    async def grade_all():
+        sem = asyncio.Semaphore(concurrency)
+        async with httpx.AsyncClient(base_url=url.rstrip("/"), timeout=3600) as client:
+            return await asyncio.gather(*(grade(client, sem, q) for q in questions))
+
+    grades = [g for g in asyncio.run(grade_all()) if g is not None]
+    return {"grade": bootstrap(grades), "parsed": len(grades), "asked": len(questions)}
+
+
+def judge_everything(url: str, model: str, questions: list[dict], recorded: dict) -> dict:
+    """Grades of every recorded target and of the echo and wrong-reference baselines (the judge's floor)."""
+    shift = len(questions) // 2 + 1  # the same derangement as baselines()
+    sets = {t: {r["id"]: r["answer"] for r in rec["replies"]} for t, rec in recorded["targets"].items()}
+    sets["echo"] = {q["id"]: q["question"] for q in questions}
+    sets["wrong_reference"] = {q["id"]: questions[(i + shift) % len(questions)]["reference"] for i, q in enumerate(questions)}
+    out = {}
+    for name, answers in sets.items():
+        t0 = time.perf_counter()
+        out[name] = judge_grades(url, model, questions, answers)
+        print(f"judge: {name} graded in {time.perf_counter() - t0:.0f} s", flush=True)
+    return out
+
+
+def served_judge(model_dir: Path, questions: list[dict], recorded: dict) -> dict:
+    """The offline judge (a prepared model directory) served by the kit's own engine for the grading only."""
+    with tempfile.TemporaryDirectory() as tmp:
+        server = ServerProcess(["--model", str(model_dir), "--adapters", str(Path(tmp) / "no-adapters"),
+                                "--max-batch-size", "8"], log=Path(tmp) / "judge.log",
+                               env={"SUPPORTKIT_SERVE_REQUEST_TIMEOUT_S": "3600"})
+        with server:
+            server.wait_ready(900)
+            name = httpx.get(server.url + "/info").json()["model_id"]
+            return {"judge": f"{model_dir.name}, served by the kit", "targets": judge_everything(server.url, name, questions, recorded)}
 
 
 # --- report ------------------------------------------------------------------------------------------------
@@ -304,8 +345,16 @@ def markdown(report: dict) -> str:
                   f"first token of {1000 * r['median_ttft_s']:.0f} ms ({100 * (r['retrieval_share_of_ttft'] or 0):.1f}%), "
                   f"{r['requests']} sequential 1-token requests to {NEW}."]
     if report.get("judge"):
-        lines += ["", f"LLM judge ({report['judge']['judge']}): " + ", ".join(
-            f"{t} {fmt(report['judge']['targets'][t]['grade'])}" for t in report["judge"]["targets"])]
+        graded = report["judge"]["targets"]
+        lines += ["", f"Reference-guided LLM judge ({report['judge']['judge']}; 1-5, greedy, schema-constrained "
+                  "verdict; its validity: benchmarks/results/judge_validity.md): "
+                  + ", ".join(f"{t} {fmt(g['grade'])} ({g['parsed']}/{g['asked']} parsed)" for t, g in graded.items())]
+        floor = max((graded[b]["grade"]["mean"] or 0) for b in ("echo", "wrong_reference") if b in graded)
+        above = [t for t in names if t in graded and (graded[t]["grade"]["mean"] or 0) > floor]
+        lines += ["", f"Targets graded above both baselines (the echoed question, another question's reference): "
+                  f"{', '.join(above) or 'none'}." + ("" if above == names else
+                  " A judge that grades a baseline as high as an answer does not measure answer quality here: "
+                  "its grades are not evidence for or against a target.")]
     lines += ["", "## Sample answers", ""]
     for q in report["samples"]:
         lines.append(f"**{q['question']}**")
@@ -321,7 +370,9 @@ def main() -> None:
     ap.add_argument("--old-adapter", type=Path, help="the previous demo adapter's directory (target `old`)")
     ap.add_argument("--max-tokens", type=int, default=320)
     ap.add_argument("--out", type=Path, default=RESULTS)
-    ap.add_argument("--judge-url", help="optional OpenAI-compatible judge endpoint (its /v1 base's parent)")
+    ap.add_argument("--judge", type=Path, help="grade with this prepared judge model, served by the kit "
+                    "(e.g. ~/.cache/supportkit/models/qwen2.5-coder-1.5b-instruct, `supportkit model prepare --judge`)")
+    ap.add_argument("--judge-url", help="or an OpenAI-compatible judge endpoint (its /v1 base's parent)")
     ap.add_argument("--judge-model")
     args = ap.parse_args()
     questions = load_questions()
@@ -334,6 +385,7 @@ def main() -> None:
     if targets:
         asked, cost = run_server(targets, args.old_adapter, questions, args.max_tokens)
         recorded["targets"].update(asked)
+        recorded.pop("judge", None)  # its grades were of the answers just replaced
         if cost:
             recorded["retrieval"] = cost
         recorded["max_tokens"] = args.max_tokens
@@ -357,10 +409,15 @@ def main() -> None:
     if "new" in cos and "base" in cos:
         diffs["new - base"] = paired_difference(cos["new"], cos["base"])
     report["differences"] = diffs
-    if args.judge_url and args.judge_model:
-        report["judge"] = {"judge": f"{args.judge_model} at {args.judge_url}", "targets": {
-            t: judge_grades(args.judge_url, args.judge_model, questions, rec["replies"])
-            for t, rec in recorded["targets"].items()}}
+    if args.judge:
+        recorded["judge"] = served_judge(args.judge, questions, recorded)
+    elif args.judge_url and args.judge_model:
+        recorded["judge"] = {"judge": f"{args.judge_model} at {args.judge_url}",
+                             "targets": judge_everything(args.judge_url, args.judge_model, questions, recorded)}
+    if args.judge or args.judge_url:
+        cache.write_text(json.dumps(recorded, indent=1) + "\n")
+    if recorded.get("judge"):
+        report["judge"] = recorded["judge"]
     picks = [q for q in questions if q["id"] in ("porting-keep-number", "abroad-no-data", "los-meaning",
                                                   "speed-lower", "neighbours-down", "roaming-price")]
     report["samples"] = [{"question": q["question"], **{t: next(r["answer"] for r in rec["replies"] if r["id"] == q["id"])

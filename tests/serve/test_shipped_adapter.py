@@ -65,11 +65,19 @@ def test_the_demo_adapter_is_grounded_and_names_its_sources(default_server):
     assert body["choices"][0]["finish_reason"] == "stop"
 
 
-@pytest.mark.xfail(strict=True, reason="the shipped adapter (38 grounded steps continued from the previous one) "
-                   "still answers this account question with a fault script; benchmarks/answer_quality.py measures it")
-def test_the_demo_adapter_answers_an_account_question_without_a_fault_script(default_server):
+@pytest.fixture(scope="module")
+def porting_reply(default_server) -> str:
+    return _ask(default_server, PORTING)["choices"][0]["message"]["content"].lower()
+
+
+def test_the_demo_adapter_answers_an_account_question_without_a_fault_script(porting_reply):
     from train.data.glossary import load_glossary
 
-    text = _ask(default_server, PORTING)["choices"][0]["message"]["content"].lower()
-    assert not any(c.name in text for c in load_glossary().causes), text  # no fault script
-    assert "porting code" in text, text
+    assert not any(c.name in porting_reply for c in load_glossary().causes), porting_reply
+    assert "number" in porting_reply and "operator" in porting_reply, porting_reply  # about porting, not a fault
+
+
+@pytest.mark.xfail(strict=True, reason="the shipped adapter answers this how-to question with the term's definition "
+                   "(what porting is, not how to do it); benchmarks/answer_quality.py measures how often")
+def test_the_demo_adapter_says_how_to_keep_the_number(porting_reply):
+    assert "porting code" in porting_reply, porting_reply
