@@ -19,7 +19,7 @@ demo: python model
 	$(PY) -m supportkit.cli serve --host $(HOST) --port $(PORT)
 
 test: $(TEST_SETUP)
-	$(PY) -m pytest
+	$(PY) -m pytest --durations=15
 
 # Everything both commands need, without running anything.
 setup: $(TEST_SETUP) model

@@ -16,6 +16,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 MANIFEST_FILE = "manifest.json"
+LOSSES_FILE = "losses.json"  # {"train": [[step, loss], ...], "val": [[step, loss], ...]}, beside the manifest
 EnergySource = Literal["nvml", "rapl", "estimate", "unknown"]
 
 
@@ -97,3 +98,12 @@ def write_manifest(adapter_dir: str | Path, manifest: AdapterManifest) -> Path:
         f.write(json.dumps(manifest.model_dump(mode="json", exclude_none=True), indent=2) + "\n")
     os.replace(tmp, path)
     return path
+
+
+def read_losses(adapter_dir: str | Path) -> dict[str, list[list[float]]] | None:
+    """An adapter's loss curves (LOSSES_FILE), or None when it has none (made by another tool, or older)."""
+    try:
+        data = json.loads((Path(adapter_dir) / LOSSES_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None

@@ -22,6 +22,7 @@ PLOTS = {
     "energy": "plot_quality_vs_energy.png",
     "modules": "plot_effect_of_modules.png",
     "rank": "plot_effect_of_rank.png",
+    "curves": "plot_training_curves.png",
 }
 FRONTS = {"joules_per_answer": "per answer", "train_kwh": "training"}
 MODULE_SETS = {("q", "v"): "qv", ("k", "o", "q", "v"): "qkvo",
@@ -42,7 +43,7 @@ def module_set(modules: list[str] | None) -> str | None:
 
 def collect(store: Path, ranking: Ranking, names: list[str]) -> list[dict]:
     """One row per study configuration (manifest + ranking) and one for the base model."""
-    from common.manifest import read_manifest
+    from common.manifest import read_losses, read_manifest
 
     by_target = {t.name: t for t in ranking.targets}
     rows = []
@@ -59,8 +60,9 @@ def collect(store: Path, ranking: Ranking, names: list[str]) -> list[dict]:
                 train_loss=met.train_loss, val_loss=met.val_loss, perplexity=met.perplexity,
                 train_kwh=en.kwh.get("total") if en else None,
                 train_kwh_sources=dict(en.sources) if en else {}, train_duration_s=en.duration_s if en else None,
-                co2_kg=en.co2_kg if en else None,
+                co2_kg=en.co2_kg if en else None, curves=read_losses(store / name),
             )
+            row["untrained_val_loss"] = untrained_val_loss(row["curves"])
         row.update(
             score=t and t.score, ci=t and t.ci, rank=t and t.rank, answers=t and t.answers,
             joules_per_answer=t and t.joules_per_answer, answer_energy_sources=(t and t.energy_source) or [],
@@ -69,6 +71,23 @@ def collect(store: Path, ranking: Ranking, names: list[str]) -> list[dict]:
         )
         rows.append(row)
     return rows
+
+
+def untrained_val_loss(curves: dict | None) -> float | None:
+    """The validation loss at step 0 (a run with eval_on_start): the untrained model's, as LoRA starts at zero."""
+    return next((loss for step, loss in (curves or {}).get("val", []) if step == 0), None)
+
+
+def plateau_summary(rows: list[dict], min_steps: int = 100, factor: float = 1 / 3) -> dict[str, Any]:
+    """How many configurations trained at least `min_steps` optimizer steps, and how many ended below `factor`
+    of the untrained model's validation loss (the laptop profile's bar for a trained adapter)."""
+    adapters = [r for r in rows if not r["is_base"]]
+    untrained = next((r["untrained_val_loss"] for r in adapters if r.get("untrained_val_loss") is not None), None)
+    below = [r["name"] for r in adapters
+             if untrained is not None and r.get("val_loss") is not None and r["val_loss"] < factor * untrained]
+    return {"configurations": len(adapters), "min_steps": min_steps, "factor": factor,
+            "with_min_steps": sum((r.get("steps") or 0) >= min_steps for r in adapters),
+            "untrained_val_loss": untrained, "below_factor": below}
 
 
 def energy_sources(sources: dict | list | None) -> str:
@@ -185,6 +204,37 @@ def plot_grouped(rows: list[dict], key: str, order: list, colour_key: str, title
     return path
 
 
+def plot_curves(rows: list[dict], path: Path, factor: float = 1 / 3) -> Path:
+    """Every configuration's validation-loss curve (train loss faint), and the bar at `factor` x untrained."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax_val, ax_train) = plt.subplots(1, 2, figsize=(12, 4), dpi=100)
+    adapters = [r for r in rows if not r["is_base"] and r.get("curves")]
+    for i, r in enumerate(adapters):
+        colour = f"C{i % 10}"
+        if r["curves"].get("val"):
+            ax_val.plot(*zip(*r["curves"]["val"]), marker="o", ms=3, color=colour, label=r["name"])
+        if r["curves"].get("train"):
+            ax_train.plot(*zip(*r["curves"]["train"]), color=colour, alpha=0.7, lw=1)
+    untrained = plateau_summary(rows, factor=factor)["untrained_val_loss"]
+    if untrained is not None:
+        ax_val.axhline(untrained * factor, color="grey", ls="--", lw=1, label=f"{factor:.2g} x untrained")
+    for ax, label in ((ax_val, "validation loss"), (ax_train, "training loss")):
+        ax.set_xlabel("optimizer step")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    if adapters:
+        ax_val.legend(fontsize=7, ncol=2)
+    fig.suptitle("Training curves (assistant tokens)")
+    fig.tight_layout()
+    fig.savefig(path, format="png")
+    plt.close(fig)
+    return path
+
+
 def write_report(out: Path, eval_dir: Path, store: Path, names: list[str], meta: dict) -> dict[str, Path]:
     from eval.plots import plot_ranking
 
@@ -198,6 +248,7 @@ def write_report(out: Path, eval_dir: Path, store: Path, names: list[str], meta:
         "modules": plot_grouped(rows, "modules", ["qv", "qkvo", "all"], "r", "Effect of the target-module set",
                                 out / PLOTS["modules"]),
         "rank": plot_grouped(rows, "r", [16, 32], "modules", "Effect of the LoRA rank", out / PLOTS["rank"]),
+        "curves": plot_curves(rows, out / PLOTS["curves"]),
     }
     sections = ranking.to_json()
     corr = sections["val_loss_correlation"]
@@ -211,6 +262,7 @@ def write_report(out: Path, eval_dir: Path, store: Path, names: list[str], meta:
     study = {**meta, "configurations": rows, "val_loss_correlation": corr, "pareto": sections["pareto"],
              "judges": sections["judges"], "questions": ranking.questions, "anchor": ranking.anchor,
              "bootstrap": ranking.bootstrap, "totals": totals, "recommendation": rec, "neighbours": neighbours(rows),
+             "plateau": plateau_summary(rows),
              "files": {"eval": str(eval_dir), "store": str(store)}}
     (out / "study.json").write_text(json.dumps(study, indent=2, ensure_ascii=False) + "\n")
     doc = blocks(study)
@@ -218,6 +270,17 @@ def write_report(out: Path, eval_dir: Path, store: Path, names: list[str], meta:
     page = to_html(doc, images).replace("<title>Adapter ranking</title>", "<title>LoRA study</title>")
     (out / "report.html").write_text(page.replace("max-width:1100px", "max-width:1500px"), encoding="utf-8")
     return {"study": out / "study.json", "report_md": out / "report.md", "report_html": out / "report.html", **images}
+
+
+def plateau_text(p: dict | None) -> str:
+    if not p:
+        return "No loss curves were stored."
+    text = f"{p['with_min_steps']} of {p['configurations']} configurations trained at least {p['min_steps']} optimizer steps. "
+    if p["untrained_val_loss"] is None:
+        return text + "The untrained model's validation loss was not measured (train with eval_on_start=true)."
+    return text + (f"Untrained validation loss {p['untrained_val_loss']:.4f}; {len(p['below_factor'])} of "
+                   f"{p['configurations']} ended below {p['factor']:.2g} of it"
+                   + (f" ({', '.join(p['below_factor'])})." if p["below_factor"] else "."))
 
 
 def markdown(doc: list[tuple]) -> str:
@@ -268,6 +331,9 @@ def blocks(study: dict) -> list[tuple]:
         ("p", "Training energy: kWh of the whole run by codecarbon and the kit's meter, each component's source "
               "named (nvml or rapl: measured by a counter; estimate: a power model). J/answer: mean energy the server "
               "reported per answer under test."),
+        ("h2", "Training curves"),
+        ("p", plateau_text(study.get("plateau"))),
+        ("img", "curves", "Validation and training loss of every configuration by optimizer step"),
         ("img", "ranking", "Panel scores with 95% confidence intervals"),
         ("h2", "Neighbours in the ranking"),
         ("table", ["upper", "its 95% CI", "lower", "the lower's 95% CI", "separated"],

@@ -62,6 +62,8 @@ class TrainConfig(BaseModel):
     weight_decay: float = Field(0.0, ge=0)
     lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = "cosine"
     eval_steps: int = Field(50, ge=1, description="evaluate (val loss, perplexity) every N steps")
+    eval_on_start: bool = Field(False, description="evaluate before the first step too: the curve then starts at "
+                                "the untrained model's validation loss (fresh LoRA weights change nothing)")
     save_steps: int = Field(50, ge=1, description="checkpoint every N steps (resume after a kill)")
     logging_steps: int = Field(5, ge=1)
     seed: int = 42

@@ -13,7 +13,7 @@ import yaml
 from common.adapter_store import publish, staging_dir
 from train.config import TrainConfig
 from train.energy_report import CSV_NAME, JSON_NAME, RunEnergy
-from train.outputs import CONFIG_NAME, CURVES_NAME, build_manifest, plot_losses
+from train.outputs import CONFIG_NAME, CURVES_NAME, build_manifest, plot_losses, write_losses
 
 
 def default_work_dir(cfg: TrainConfig) -> Path:
@@ -52,7 +52,9 @@ def run_job(cfg: TrainConfig, store: Path, work_dir: Path | None = None, command
         for name in (CSV_NAME, JSON_NAME):
             if (energy_dir / name).is_file():
                 shutil.copy(energy_dir / name, stage / name)
-        plot_losses(result.log_history, stage / CURVES_NAME, f"{cfg.name}: r={cfg.r}, {'+'.join(cfg.target_modules)}")
+        modules = ",".join(m.removesuffix("_proj") for m in cfg.target_modules)
+        plot_losses(result.log_history, stage / CURVES_NAME, f"{cfg.name}: r={cfg.r}, {modules}")
+        write_losses(result.log_history, stage)
         shutil.copy(work_dir / CONFIG_NAME, stage / CONFIG_NAME)
         manifest = build_manifest(cfg, result, energy, command or command_line(), started, now())
         from common.manifest import write_manifest

@@ -2,13 +2,26 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
-from common.manifest import AdapterManifest, BaseModelRef, Energy, LoraSettings, Metrics, TrainingSettings
+from common.manifest import LOSSES_FILE, AdapterManifest, BaseModelRef, Energy, LoraSettings, Metrics, TrainingSettings
 from train.config import TrainConfig
 
 CURVES_NAME = "losses.png"
 CONFIG_NAME = "train_config.yaml"
+
+
+def loss_history(history: list[dict]) -> dict[str, list[list[float]]]:
+    """The loss curves as [step, loss] pairs: train (logged every logging_steps) and val (every eval_steps)."""
+    return {"train": [[h["step"], h["loss"]] for h in history if "loss" in h],
+            "val": [[h["step"], h["eval_loss"]] for h in history if "eval_loss" in h]}
+
+
+def write_losses(history: list[dict], adapter_dir: Path) -> Path:
+    path = adapter_dir / LOSSES_FILE
+    path.write_text(json.dumps(loss_history(history)) + "\n")
+    return path
 
 
 def plot_losses(history: list[dict], path: Path, title: str) -> Path | None:
@@ -17,8 +30,8 @@ def plot_losses(history: list[dict], path: Path, title: str) -> Path | None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    train = [(h["step"], h["loss"]) for h in history if "loss" in h]
-    val = [(h["step"], h["eval_loss"]) for h in history if "eval_loss" in h]
+    curves = loss_history(history)
+    train, val = curves["train"], curves["val"]
     if not train and not val:
         return None
     fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)

@@ -84,6 +84,7 @@ def training_arguments(cfg: TrainConfig, out_dir: Path, device: str, progress: b
         gradient_accumulation_steps=cfg.grad_accum, learning_rate=cfg.learning_rate, num_train_epochs=cfg.epochs,
         max_steps=cfg.max_steps, warmup_steps=cfg.warmup_ratio, weight_decay=cfg.weight_decay,
         lr_scheduler_type=cfg.lr_scheduler, eval_strategy="steps", eval_steps=cfg.eval_steps,
+        eval_on_start=cfg.eval_on_start,
         save_strategy="steps", save_steps=cfg.save_steps, save_total_limit=2, logging_steps=cfg.logging_steps,
         logging_first_step=True, seed=cfg.seed, data_seed=cfg.seed, report_to=[], use_cpu=device == "cpu",
         bf16=_use_bf16(cfg, device), remove_unused_columns=False, dataloader_num_workers=0, disable_tqdm=not progress,

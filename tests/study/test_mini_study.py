@@ -14,13 +14,13 @@ import numpy as np
 import pytest
 
 from common.journal import read_records
-from common.manifest import read_manifest
+from common.manifest import read_losses, read_manifest
 from supportkit.study_report import PLOTS, energy_sources, fmt
 from tests.study.conftest import ok, study_cli
 
 CONFIGS = ["r16-qv", "r16-all", "r32-qv"]
 SECTIONS = ["# LoRA study: 3 configurations on tiny-qwen2", "## Configurations", "## Judges",
-            "## Neighbours in the ranking", "## Judge rank vs validation-loss rank", "## Quality vs energy",
+            "## Training curves", "## Neighbours in the ranking", "## Judge rank vs validation-loss rank", "## Quality vs energy",
             "## Effect of the target-module set and of the rank", "## Recommendation"]
 
 
@@ -73,6 +73,24 @@ def test_configuration_numbers_equal_the_manifests(mini_study):
         val_losses.add(m.metrics.val_loss)
     assert rows["r16-all"]["modules"] == "all" and rows["r16-qv"]["modules"] == "qv"
     assert len(val_losses) > 1  # the adapters were really trained, differently
+
+
+def test_training_curves_start_at_the_untrained_loss(mini_study):
+    out, _ = mini_study
+    study = json.loads((out / "study.json").read_text())
+    starts = set()
+    for name in CONFIGS:
+        curves = read_losses(out / "adapters" / name)
+        (step0, untrained), *_ = curves["val"]
+        assert step0 == 0 and curves["val"][-1][1] == read_manifest(out / "adapters" / name).metrics.val_loss
+        starts.add(untrained)
+    assert len(starts) == 1  # fresh LoRA weights: every configuration starts at the untrained model's loss
+    plateau = study["plateau"]
+    assert plateau["untrained_val_loss"] == starts.pop() and plateau["configurations"] == len(CONFIGS)
+    steps = [read_manifest(out / "adapters" / n).training.steps for n in CONFIGS]
+    assert plateau["with_min_steps"] == sum(s >= 100 for s in steps) == 0  # the mini profile trains 1-2 steps
+    assert (f"{plateau['with_min_steps']} of {len(CONFIGS)} configurations trained at least 100 optimizer steps. "
+            f"Untrained validation loss {plateau['untrained_val_loss']:.4f}") in (out / "report.md").read_text()
 
 
 def test_eval_numbers_equal_the_answers_and_judgments(mini_study):

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from common.manifest import read_manifest
+from common.manifest import read_losses, read_manifest
 from common.models import model_fingerprint
 from tests.train.conftest import cli
 
@@ -32,12 +32,15 @@ def test_adapter_directory_is_complete(trained_store, tiny_model, offline_datase
     adapter = trained_store / "tiny-support"
     names = {p.name for p in adapter.iterdir()}
     assert {"adapter_config.json", "adapter_model.safetensors", "manifest.json", "emissions.csv", "energy.json",
-            "losses.png"} <= names
+            "losses.png", "losses.json"} <= names
     assert not any(n.endswith((".bin", ".pt", ".pth")) for n in names)  # safetensors only
     assert [p.name for p in trained_store.iterdir()] == ["tiny-support"]  # no staging directory left behind
     assert (adapter / "losses.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     m = read_manifest(adapter)
+    curves = read_losses(adapter)  # logged every step, evaluated at steps 2 and 4, then once more at the end
+    assert [step for step, _ in curves["train"]] == [1, 2, 3, 4] and [s for s, _ in curves["val"]] == [2, 4, 4]
+    assert curves["val"][-1][1] == m.metrics.val_loss
     assert m.base_model.name == "tiny-qwen2" and m.base_model.fingerprint == model_fingerprint(tiny_model)
     assert m.lora.r == 8 and m.lora.alpha == 16 and len(m.lora.target_modules) == 7
     assert m.training.steps == 4 and m.training.seed == 7 and m.training.dataset_fingerprint.startswith("sha256:")
