@@ -27,7 +27,7 @@ def load_records(cfg: TrainConfig) -> tuple[list[Conversation], str]:
         chosen = pick_scenarios(scenarios(glossary), cfg.offline_scenarios, cfg.data_seed)
         splits = assign_splits((s.id for s in chosen), seed=cfg.data_seed)
         rows, seen = [], set()
-        for sc, k, messages in generate_offline(chosen, cfg.offline_per_scenario, system, cfg.data_seed, glossary.causes):
+        for sc, k, messages in generate_offline(chosen, cfg.offline_per_scenario, system, glossary, cfg.data_seed):
             key = content_key(messages)
             if key not in seen:
                 seen.add(key)

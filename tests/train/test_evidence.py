@@ -7,10 +7,10 @@ import pytest
 
 from train.data.build import build_dataset
 from train.data.glossary import INFO, load_glossary, scenarios, system_prompt
-from train.data.offline import generate_offline
+from train.data.offline import NEUTRAL_DETAILS, _you, generate_offline
 from train.data.records import read_conversations
 
-ASSERTIVE = ("most likely cause", "this is probably", "it suggests", "what you mention points to")
+ASSERTIVE = ("most likely cause", "this is probably", "suggests", "points to")
 
 
 @pytest.fixture(scope="module")
@@ -21,7 +21,7 @@ def glossary():
 @pytest.fixture(scope="module")
 def generated(glossary):
     grid = scenarios(glossary)
-    return list(generate_offline(grid[::3], 1, system_prompt(), seed=0, causes=glossary.causes))
+    return list(generate_offline(grid[::3], 1, system_prompt(), glossary, seed=0))
 
 
 def _pieces(text: str) -> list[str]:
@@ -52,6 +52,8 @@ def test_cue_present_the_cause_is_named(generated, glossary):
             continue
         reply = messages[2]["content"]
         assert asserted_causes(reply, glossary.causes) == {sc.cause.id}, reply
+        cue = next(c for c in sc.cause.evidence if c.lower() in messages[1]["content"].lower())
+        assert _you(cue) in reply, reply  # the evidence the cause rests on, in the customer's words
         checked += 1
     assert checked > 100
 
@@ -76,11 +78,44 @@ def test_cue_absent_no_cause_is_asserted_until_the_customer_gives_it(generated, 
             assert not any(p in text for p in ASSERTIVE), m["content"]
             if i == len(messages) - 1:
                 walks += 1
-                assert "if " in text and sc.cause.name.lower() in text  # the checks say what each result means
+                # The term's likely causes in order, each with what its check's result would mean.
+                likely = [c.name.lower() for c in glossary.likely_causes(sc.term)]
+                named = sorted((text.find(n), n) for n in likely if n in text)
+                assert [n for _, n in named] in (likely, likely[1:]), text
+                assert text.count(": if ") == len(named), text
             else:
                 asks += 1
                 assert m["content"].rstrip().endswith("?") or "tell me" in text  # one targeted question
     assert walks > 50 and asks > 50
+
+
+def test_without_evidence_every_conversation_about_a_term_walks_the_same_checks(generated, glossary):
+    walks: dict[str, set[str]] = {}
+    for sc, _, messages in generated:
+        if (not sc.informational and len(messages) == 3 and "1. " in messages[2]["content"]
+                and not has_evidence(messages[1]["content"], sc.cause)):
+            walks.setdefault(sc.term.id, set()).add(messages[2]["content"].split("1. ", 1)[1].split("\n\n")[0])
+    assert len(walks) > 30
+    for term_id, lists in walks.items():
+        assert len({tuple(w.splitlines()[:4]) for w in lists}) == 1, term_id
+
+
+def test_an_extra_sentence_is_not_evidence(generated):
+    """Openings without the cue often carry a detail that is evidence for nothing, so that the cue, not the
+    length of the message, is what a model learns to follow."""
+    no_cue = [m[1]["content"] for sc, _, m in generated
+              if not sc.informational and not has_evidence(m[1]["content"], sc.cause)]
+    with_detail = [o for o in no_cue if any(d in o for d in NEUTRAL_DETAILS)]
+    assert 0.35 * len(no_cue) < len(with_detail) < 0.65 * len(no_cue)
+
+
+def test_a_likely_cause_must_be_a_known_cause(glossary):
+    from train.data.glossary import Glossary
+
+    raw = glossary.model_dump()
+    raw["terms"][0]["causes"] = ["outage", "gremlins"]
+    with pytest.raises(ValueError, match="term ftth: unknown cause ids in `causes`: gremlins"):
+        Glossary.model_validate(raw)
 
 
 def test_informational_questions_get_the_glossary_answer_not_a_fault_script(generated, glossary):
@@ -113,7 +148,7 @@ def test_customer_wording_varies_across_phrasings_and_question_forms(generated):
 def test_informational_scenarios_are_in_every_split_and_splits_stay_disjoint(tmp_path, glossary):
     grid = scenarios(glossary)
     assert len(grid) == 1560 + 156 and sum(s.informational for s in grid) == 156
-    _, stats = build_dataset(generate_offline(grid, 1, system_prompt(), seed=0, causes=glossary.causes),
+    _, stats = build_dataset(generate_offline(grid, 1, system_prompt(), glossary, seed=0),
                              tmp_path, {"generator": "offline"})
     rows = read_conversations(tmp_path)
     for split in ("train", "val", "test"):
@@ -125,9 +160,9 @@ def test_informational_scenarios_are_in_every_split_and_splits_stay_disjoint(tmp
 
 def test_generation_is_deterministic(glossary):
     grid = scenarios(glossary)[::7]
-    a = [m for _, _, m in generate_offline(grid, 2, "sys", seed=5, causes=glossary.causes)]
-    b = [m for _, _, m in generate_offline(grid, 2, "sys", seed=5, causes=glossary.causes)]
-    c = [m for _, _, m in generate_offline(grid, 2, "sys", seed=6, causes=glossary.causes)]
+    a = [m for _, _, m in generate_offline(grid, 2, "sys", glossary, seed=5)]
+    b = [m for _, _, m in generate_offline(grid, 2, "sys", glossary, seed=5)]
+    c = [m for _, _, m in generate_offline(grid, 2, "sys", glossary, seed=6)]
     assert a == b and a != c
 
 

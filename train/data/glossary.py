@@ -7,6 +7,7 @@ is no fault to diagnose.
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 from typing import Literal
 
@@ -30,6 +31,7 @@ class Term(_Strict):
     symptom: str
     check: str
     symptoms: list[str] = Field(default_factory=list)  # more phrasings of the symptom
+    causes: list[str] = Field(default_factory=list)  # cause ids, most likely first: the checks without evidence
     questions: list[str] = Field(default_factory=list)  # "how do I ...", "can I ..." about this term
     answer: str | None = None  # the direct answer to `questions`
 
@@ -87,6 +89,23 @@ class Glossary(_Strict):
         if INFO in ids:
             raise ValueError(f"the id {INFO!r} is reserved for informational scenarios")
         return items
+
+    @model_validator(mode="after")
+    def _known_likely_causes(self) -> "Glossary":
+        known = {c.id for c in self.causes}
+        for t in self.terms:
+            unknown = [c for c in t.causes if c not in known]
+            if unknown:
+                raise ValueError(f"term {t.id}: unknown cause ids in `causes`: {', '.join(unknown)}")
+        return self
+
+    def likely_causes(self, term: Term, n: int = 3) -> list[Cause]:
+        """The causes an agent checks for this term when the customer gave no evidence, most likely first:
+        the term's own list, else a fixed per-term pick, so that every conversation about a term walks the
+        same checks."""
+        by_id = {c.id: c for c in self.causes}
+        ids = term.causes or random.Random(term.id).sample(list(by_id), min(n, len(by_id)))
+        return [by_id[i] for i in ids[:n]]
 
 
 INFO = "info"  # the cause id of informational scenarios

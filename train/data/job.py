@@ -76,7 +76,7 @@ def generate_dataset(s: GenerateSettings, progress: Callable[[int, int], None] |
     if s.offline:
         from train.data.offline import generate_offline
 
-        items = generate_offline(chosen, s.per_scenario, system, s.seed, causes=glossary.causes)
+        items = generate_offline(chosen, s.per_scenario, system, glossary, s.seed)
     else:
         from train.data.endpoint import EndpointGenerator, EndpointSettings, ResponseCache
 

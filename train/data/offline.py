@@ -4,25 +4,30 @@ Each conversation is drawn from a random generator seeded by (seed, scenario id,
 settings always give the same dataset.
 
 The agent follows the evidence:
-- a fault where the customer's message carries the cue for its cause (half of them): the agent names that
-  cause, then gives its steps and what it will do next;
-- a fault without the cue: the agent names no cause. Either it asks the one targeted question for the
-  cause (or the term's check), the customer answers with the cue, and only then is the cause named; or it
-  walks the checks in order and says what each result would mean ("if ..., that points to ...");
+- a fault where the customer's message carries the cue for its cause (40% of them): the agent repeats that
+  evidence and names the cause it points to ("Since you say ..., the most likely cause is ..."), then gives
+  its steps and what it will do next;
+- a fault without the cue: the agent names no cause. Either it asks the one targeted question for the term's
+  most likely cause (or the term's check) and names a cause only once the customer's answer gives evidence
+  for one; or it walks the term's checks, its likely causes in order (the same for every conversation about
+  the term), and says what each result would mean ("if ..., it is ...");
 - an informational scenario ("what does ... mean", "how do I ...", "can I ..."): a direct answer from the
   glossary (the term's answer or definition), never a fault script.
 Customer wording varies through several symptom phrasings per term, several cue phrasings per cause,
-statements and questions ("why is ...", "how do I fix ...").
+statements and questions ("why is ...", "how do I fix ..."), and details that are evidence for nothing
+("I already restarted it twice."), so that an extra sentence is not itself a reason to name a cause.
 """
 
 from __future__ import annotations
 
 import random
 
-from train.data.glossary import Cause, Scenario
+from train.data.glossary import Cause, Glossary, Scenario
 
-CUE_SHARE = 0.5  # faults whose opening message carries the evidence for the cause
+CUE_SHARE = 0.4  # faults whose opening message carries the evidence for the cause
 ASK_FIRST_SHARE = 0.45  # faults without the cue where the agent asks one question before anything else
+DETAIL_SHARE = 0.5  # openings without the cue that add a detail which is evidence for no cause (half as many with it)
+NO_ANSWER_SHARE = 0.3  # asked about another cause than the real one, the customer gives no evidence at all
 
 GREETINGS = ["Hello.", "Hi!", "Good morning.", "Hello there.", "Hi,", "", "", ""]
 QUESTIONS = [
@@ -33,6 +38,12 @@ QUESTIONS = [
 REMOTE_OPENERS = [
     "I am away from home and my family tells me that",
     "I am travelling and I just heard that at home",
+]
+NEUTRAL_DETAILS = [
+    "I already restarted it twice.", "It was working fine last week.", "I have had this contract for years.",
+    "I tried switching it off and on again.", "This is really annoying.", "I need it for work tomorrow.",
+    "It has happened a few times now.", "I am not very technical.", "My partner noticed it first.",
+    "I called about something else last month.", "I checked the app but found nothing.",
 ]
 EMPATHY = [
     "I am sorry to hear that {problem}.",
@@ -50,12 +61,12 @@ CONTEXT_NOTES = {
                  "As a business customer you also have the priority support line if it comes back."],
 }
 EXPLAIN = ["To explain quickly: {lower}", "A word on {short}: {lower}", "Some background: {lower}", "{definition}"]
-# Only used when the customer has given the evidence for the cause.
+# Only used when the customer has given the evidence for the cause, which the agent repeats ({cue}).
 CAUSE = [
-    "From what you tell me, the most likely cause is {name}: {explanation}.",
-    "What you mention points to {name}; {explanation}.",
-    "That detail helps: it suggests {name}, meaning {explanation}.",
-    "Given what you said, this is probably {name}: {explanation}.",
+    "Since you say {cue}, the most likely cause is {name}: {explanation}.",
+    "You mention that {cue}; that points to {name}: {explanation}.",
+    "What you say, that {cue}, suggests {name}, meaning {explanation}.",
+    "Given that {cue}, this is probably {name}: {explanation}.",
 ]
 NO_CAUSE_YET = [
     "I cannot tell the cause from this alone, so let us go through the checks, most likely first:",
@@ -73,6 +84,11 @@ CHECK_ASK = [
     "Let us start with one quick check: please {check}, and tell me the result.",
 ]
 FOLLOW_UPS = ["{cue}.", "Yes, {cue_lower}.", "Now that you mention it, {cue_lower}.", "I checked. Also, {cue_lower}."]
+OTHER_FOLLOW_UPS = ["No, nothing like that. But {cue_lower}.", "Not that I know of. Although {cue_lower}.",
+                    "No. Now that I think of it, though, {cue_lower}."]
+NO_EVIDENCE_FOLLOW_UPS = ["No, nothing like that.", "Not that I know of.", "No, I do not think so.",
+                          "I checked, and nothing looks different."]
+NOTHING_YET = ["Thanks, that rules one thing out.", "All right, so it is not that."]
 STEPS_INTRO = ["Please try the following:", "Here is what I suggest:", "Let us go step by step:", "Could you:"]
 ESCALATE = ["{escalation}.", "If these steps do not help, {escalation}.", "Should it continue, {escalation}."]
 CLOSINGS = [
@@ -109,7 +125,8 @@ def _fault_opening(rng: random.Random, sc: Scenario, cue: str | None) -> str:
     symptom = rng.choice(sc.term.phrasings)
     greeting = rng.choice(GREETINGS)
     shape = rng.random()
-    cue_text = _sentence(cue) if cue else ""
+    detail = rng.choice(NEUTRAL_DETAILS) if rng.random() < (DETAIL_SHARE / 2 if cue else DETAIL_SHARE) else ""
+    cue_text = " ".join(p for p in [_sentence(cue) if cue else "", detail] if p)
     if shape < 0.55:
         opener = (rng.choice(REMOTE_OPENERS) if sc.context.id == "mobile" and sc.term.domain == "fixed"
                   else rng.choice(sc.context.openers))
@@ -121,7 +138,7 @@ def _fault_opening(rng: random.Random, sc: Scenario, cue: str | None) -> str:
                                                                       "How do I fix it?", "Can I fix this myself?"])]
     else:
         parts = [greeting, rng.choice(["Can you help?", "I need help.", "Quick question."]),
-                 f"{_sentence(symptom)[:-1]}{', and ' + _lower_first(cue) if cue else ''}."]
+                 f"{_sentence(symptom)[:-1]}{', and ' + _lower_first(cue) if cue else ''}.", detail]
     text = " ".join(p for p in parts if p)
     return text[:1].upper() + text[1:]
 
@@ -142,19 +159,17 @@ def _escalation(rng: random.Random, text: str) -> str:
     return _sentence(rng.choice(ESCALATE).format(escalation=text))
 
 
-def _diagnosis(rng: random.Random, cause: Cause, check: str | None) -> list[str]:
-    """Naming the cause: only ever called once the customer has given the evidence for it."""
-    return [rng.choice(CAUSE).format(name=cause.name, explanation=cause.explanation), _steps(rng, cause, check),
-            _escalation(rng, cause.escalation)]
+def _diagnosis(rng: random.Random, cause: Cause, cue: str, check: str | None) -> list[str]:
+    """Naming the cause: only ever called with the customer's evidence for it (`cue`), which the agent repeats."""
+    named = rng.choice(CAUSE).format(cue=_you(cue), name=cause.name, explanation=cause.explanation)
+    return [named, _steps(rng, cause, check), _escalation(rng, cause.escalation)]
 
 
-def _walk_checks(rng: random.Random, sc: Scenario, causes: list[Cause]) -> str:
-    """The term's check, then one check per candidate cause with what its result would mean; no cause asserted."""
-    others = [c for c in causes if c.id != sc.cause.id]
-    candidates = [sc.cause, *rng.sample(others, min(2, len(others)))]
-    rng.shuffle(candidates)
+def _walk_checks(rng: random.Random, sc: Scenario, likely: list[Cause]) -> str:
+    """The term's check, then one check per likely cause of the term, in order, with what its result would
+    mean; no cause asserted."""
     items = [_sentence(sc.term.check)]
-    items += [f"{_sentence(c.steps[0])[:-1]}: if {c.sign}, that points to {c.name}." for c in candidates]
+    items += [f"{_sentence(c.steps[0])[:-1]}: if {c.sign}, it is {c.name}." for c in likely]
     listed = "\n".join(f"{i}. {text}" for i, text in enumerate(items, 1))
     return rng.choice(NO_CAUSE_YET) + "\n" + listed + "\n"
 
@@ -170,28 +185,38 @@ def _explain(rng: random.Random, sc: Scenario) -> str:
     return text if rng.random() < 0.6 else ""
 
 
-def compose_fault(sc: Scenario, rng: random.Random, causes: list[Cause]) -> list[dict[str, str]]:
+def compose_fault(sc: Scenario, rng: random.Random, likely: list[Cause]) -> list[dict[str, str]]:
+    """`likely`: the term's likely causes, most likely first (what an agent checks without evidence)."""
     cue = rng.choice(sc.cause.evidence) if rng.random() < CUE_SHARE else None
     opening = _fault_opening(rng, sc, cue)
     problem = _you(rng.choice(sc.term.phrasings))
     empathy = rng.choice(EMPATHY).format(problem=problem, short=f"your {sc.term.short}")
     note = rng.choice(CONTEXT_NOTES.get(sc.context.id, [""]))
     messages = [{"role": "user", "content": opening}]
+
+    def say(*parts: str) -> None:
+        messages.append({"role": "assistant", "content": _join(list(parts))})
+
     if cue:
-        reply = [empathy, _explain(rng, sc), *_diagnosis(rng, sc.cause, sc.term.check), note, rng.choice(CLOSINGS)]
-        messages.append({"role": "assistant", "content": _join(reply)})
-    elif rng.random() < ASK_FIRST_SHARE:
-        ask = (f"{rng.choice(ASK_INTRO)} {sc.cause.ask}" if rng.random() < 0.7
-               else rng.choice(CHECK_ASK).format(check=sc.term.check))
-        messages.append({"role": "assistant", "content": _join([empathy, _explain(rng, sc), ask])})
-        evidence = rng.choice(sc.cause.evidence)
-        follow = rng.choice(FOLLOW_UPS).format(cue=_sentence(evidence)[:-1], cue_lower=_lower_first(evidence))
-        messages.append({"role": "user", "content": follow})
-        second = ["Thanks, that helps.", *_diagnosis(rng, sc.cause, None), note, rng.choice(CLOSINGS)]
-        messages.append({"role": "assistant", "content": _join(second)})
-    else:
-        reply = [empathy, _explain(rng, sc), _walk_checks(rng, sc, causes), rng.choice(WALK_END), note]
-        messages.append({"role": "assistant", "content": _join(reply)})
+        say(empathy, _explain(rng, sc), *_diagnosis(rng, sc.cause, cue, sc.term.check), note, rng.choice(CLOSINGS))
+        return messages
+    if rng.random() >= ASK_FIRST_SHARE:
+        say(empathy, _explain(rng, sc), _walk_checks(rng, sc, likely), rng.choice(WALK_END), note)
+        return messages
+    # One targeted question, about the term's most likely cause or its check.
+    asked = likely[0] if likely and rng.random() < 0.7 else None
+    ask = (f"{rng.choice(ASK_INTRO)} {asked.ask}" if asked else rng.choice(CHECK_ASK).format(check=sc.term.check))
+    say(empathy, _explain(rng, sc), ask)
+    evidence = rng.choice(sc.cause.evidence)
+    if asked is not None and asked.id != sc.cause.id and rng.random() < NO_ANSWER_SHARE:
+        messages.append({"role": "user", "content": rng.choice(NO_EVIDENCE_FOLLOW_UPS)})
+        say(rng.choice(NOTHING_YET), _walk_checks(rng, sc, likely[1:]), rng.choice(WALK_END))
+        return messages
+    other = asked is not None and asked.id != sc.cause.id
+    follow = rng.choice(OTHER_FOLLOW_UPS if other else FOLLOW_UPS)
+    messages.append({"role": "user", "content": follow.format(cue=_sentence(evidence)[:-1],
+                                                              cue_lower=_lower_first(evidence))})
+    say("Thanks, that helps.", *_diagnosis(rng, sc.cause, evidence, None), note, rng.choice(CLOSINGS))
     return messages
 
 
@@ -214,20 +239,16 @@ def compose_info(sc: Scenario, rng: random.Random) -> list[dict[str, str]]:
             {"role": "assistant", "content": _join(reply)}]
 
 
-def compose(sc: Scenario, rng: random.Random, system: str, causes: list[Cause]) -> list[dict[str, str]]:
+def compose(sc: Scenario, rng: random.Random, system: str, glossary: Glossary) -> list[dict[str, str]]:
     """One conversation for a scenario: the system prompt, then one or two user/assistant exchanges."""
-    turns = compose_info(sc, rng) if sc.informational else compose_fault(sc, rng, causes)
+    turns = compose_info(sc, rng) if sc.informational else compose_fault(sc, rng, glossary.likely_causes(sc.term))
     return [{"role": "system", "content": system}, *turns]
 
 
-def generate_offline(scenarios: list[Scenario], per_scenario: int, system: str, seed: int = 0,
-                     causes: list[Cause] | None = None):
+def generate_offline(scenarios: list[Scenario], per_scenario: int, system: str, glossary: Glossary, seed: int = 0):
     """Yield (scenario, sample index, messages) for every scenario, `per_scenario` conversations each.
-    `causes`: the glossary's causes, the candidates an agent checks when it has no evidence (default: those
-    of the scenarios given)."""
-    if causes is None:
-        causes = list({sc.cause.id: sc.cause for sc in scenarios if sc.cause}.values())
+    `glossary`: the one the scenarios come from (each term's likely causes are the checks without evidence)."""
     for sc in scenarios:
         for k in range(per_scenario):
             rng = random.Random(f"{seed}:{sc.id}:{k}")
-            yield sc, k, compose(sc, rng, system, causes)
+            yield sc, k, compose(sc, rng, system, glossary)
