@@ -67,7 +67,7 @@ class TrainConfig(BaseModel):
     save_steps: int = Field(50, ge=1, description="checkpoint every N steps (resume after a kill)")
     logging_steps: int = Field(5, ge=1)
     seed: int = 42
-    dtype: Literal["auto", "float32", "bfloat16"] = Field("auto", description="auto: bf16 on GPU, fp32 on CPU")
+    dtype: Literal["auto", "float32", "bfloat16"] = Field("auto", description="auto: bf16 on a GPU or a CPU with bf16 instructions, else fp32")
     select_logits: bool = Field(True, description="compute the LM head only where the loss is (assistant tokens)")
     country_iso_code: str = Field("FRA", min_length=3, max_length=3, description="grid carbon intensity (codecarbon)")
 

@@ -93,7 +93,12 @@ def training_arguments(cfg: TrainConfig, out_dir: Path, device: str, progress: b
 
 
 def _use_bf16(cfg: TrainConfig, device: str) -> bool:
-    return cfg.dtype == "bfloat16" or (cfg.dtype == "auto" and device == "cuda")
+    from common.cpu import native_bf16
+
+    if cfg.dtype == "bfloat16" and device == "cpu" and not native_bf16():
+        raise RecipeError("dtype bfloat16 on a CPU without bf16 instructions (AVX512-BF16 or AMX) is emulated "
+                          "and ~50x slower than float32: use dtype=auto or dtype=float32")
+    return cfg.dtype == "bfloat16" or (cfg.dtype == "auto" and (device == "cuda" or native_bf16()))
 
 
 def last_checkpoint(out_dir: Path) -> str | None:
