@@ -208,11 +208,11 @@ def compose_fault(sc: Scenario, rng: random.Random, likely: list[Cause]) -> list
     ask = (f"{rng.choice(ASK_INTRO)} {asked.ask}" if asked else rng.choice(CHECK_ASK).format(check=sc.term.check))
     say(empathy, _explain(rng, sc), ask)
     evidence = rng.choice(sc.cause.evidence)
-    if asked is not None and asked.id != sc.cause.id and rng.random() < NO_ANSWER_SHARE:
+    other = asked is not None and asked.id != sc.cause.id  # asked about another cause than the real one
+    if other and rng.random() < NO_ANSWER_SHARE:
         messages.append({"role": "user", "content": rng.choice(NO_EVIDENCE_FOLLOW_UPS)})
         say(rng.choice(NOTHING_YET), _walk_checks(rng, sc, likely[1:]), rng.choice(WALK_END))
         return messages
-    other = asked is not None and asked.id != sc.cause.id
     follow = rng.choice(OTHER_FOLLOW_UPS if other else FOLLOW_UPS)
     messages.append({"role": "user", "content": follow.format(cue=_sentence(evidence)[:-1],
                                                               cue_lower=_lower_first(evidence))})
