@@ -46,7 +46,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import platform
 import random
 import re
 import shutil
@@ -61,6 +60,7 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from common.cpu import describe  # noqa: E402
 from common.server_process import ServerProcess  # noqa: E402
 
 QUESTIONS = ROOT / "benchmarks" / "data" / "answer_quality_questions.jsonl"
@@ -392,7 +392,7 @@ def main() -> None:
         cache.write_text(json.dumps(recorded, indent=1) + "\n")
     scorer = Scorer()
     report = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-              "machine": f"{platform.machine()}, {__import__('os').cpu_count()} cores shared with other work, CPU only",
+              "machine": f"{describe()}, CPU only",
               "command": " ".join(["python", *sys.argv]), "max_tokens": recorded.get("max_tokens"),
               "questions": len(questions), "targets": {}, "baselines": baselines(scorer, questions),
               "retrieval": recorded.get("retrieval")}

@@ -17,8 +17,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -34,6 +32,7 @@ import psutil
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from common.cpu import describe  # noqa: E402
 from common.models import model_name, resolve_model_dir  # noqa: E402
 from common.server_process import ServerProcess  # noqa: E402
 from common.tiny import LORA_MODULES  # noqa: E402
@@ -309,7 +308,7 @@ def main() -> None:
     results = {
         "model": model_dir.name, "dtype": args.dtype, "tokens": args.tokens, "repeats": repeats,
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores (shared)",
+        "machine": describe(),
         "command": "python benchmarks/peer_bench.py" + (" --quick" if args.quick else "")
         + (f" --kit-weights {args.kit_weights}" if args.kit_weights != "bf16,int8,int4" else ""),
         "torch": torch.__version__, "vllm_version": version, "vllm_venv": str(VENV.relative_to(ROOT)) if VENV.is_relative_to(ROOT) else str(VENV),

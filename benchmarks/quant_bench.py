@@ -25,7 +25,6 @@ import datetime
 import json
 import math
 import os
-import platform
 import statistics
 import sys
 import time
@@ -37,6 +36,7 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from common.cpu import describe  # noqa: E402
 from common.models import resolve_model_dir  # noqa: E402
 from eval.questions import load_questions  # noqa: E402
 from serve.engine.local import LocalEngine  # noqa: E402
@@ -263,8 +263,7 @@ def main() -> None:
         " --quick" if quick else "")
     results = {
         "model": engines["bf16"].name, "dtype": "bfloat16",
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores "
-                   f"(shared with other jobs: compare ratios within one run), torch {torch.__version__}, "
+        "machine": f"{describe()} (shared with other jobs: compare ratios within one run), torch {torch.__version__}, "
                    f"CPU capability {torch.backends.cpu.get_cpu_capability()}",
         "thresholds": {"decoder_max_rows": DECODER_MAX_ROWS, "head_max_rows": HEAD_MAX_ROWS},
         "memory": {mode: tensor_bytes(e) for mode, e in engines.items()},

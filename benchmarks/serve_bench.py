@@ -13,8 +13,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -28,6 +26,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from common.cpu import describe  # noqa: E402
 from common.models import resolve_model_dir  # noqa: E402
 from common.server_process import ServerProcess  # noqa: E402
 from common.tiny import LORA_MODULES, build_random_adapter  # noqa: E402
@@ -262,7 +261,7 @@ def main() -> None:
     base_tok = results_engine["batch1"]["base_s_per_token"]
     results = {
         "model": model_dir.name, "dtype": args.dtype, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}",
+        "machine": f"{describe()}, torch {torch.__version__}",
         "command": "python benchmarks/serve_bench.py" + (" --quick" if args.quick else ""),
         "engine": results_engine, "generate_tokens_per_s": gen_tps, "server_tokens_per_s": srv_tps,
         "server_over_generate": srv_tps / gen_tps, "memory_bandwidth_gbs": bandwidth / 1e9,

@@ -26,6 +26,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 RESULTS = ROOT / "benchmarks" / "results"
 
+from common.cpu import describe  # noqa: E402
+
 
 def one(model_dir: str, variant: str, steps: int, batch: int, examples: int) -> dict:
     """Runs in a child process: time `steps` optimizer steps after one warm-up step."""
@@ -140,7 +142,7 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp())
     tiny = str(build_tiny_model(tmp / "tiny-qwen2", "qwen2"))
     dirs = {"tiny": tiny, "default": str(default_model_dir())}
-    res = {"machine": f"{os.cpu_count()} CPU threads", "load_start": os.getloadavg()[0], "runs": [], "speedup": {}}
+    res = {"machine": describe(), "load_start": os.getloadavg()[0], "runs": [], "speedup": {}}
     for name in a.models.split(","):
         model_dir = dirs.get(name, name)
         by_variant = {}
