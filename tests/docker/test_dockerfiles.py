@@ -50,7 +50,7 @@ def test_structure(name, entrypoint):
     assert ins[0] == ("ARG", "BASE_IMAGE=python:3.11-slim")
     stages = {f.split(" AS ")[1].strip() for f in froms if " AS " in f}
     assert all(f.split()[0] == "${BASE_IMAGE}" or f.split()[0] in stages for f in froms)
-    assert froms[-1] == "${BASE_IMAGE}"  # the runtime stage: no build tools, no wheels
+    assert froms[-1] == "deps"  # the runtime stage builds on the dependencies' stage: no venv copied again
     args = {a.split("=")[0] for i, a in ins if i == "ARG"}
     assert "PIP_ARGS" in args
     runs = " ".join(a for i, a in ins if i == "RUN")
@@ -66,7 +66,11 @@ def test_structure(name, entrypoint):
     for key in ("title", "version", "revision", "licenses", "source"):
         assert f"org.opencontainers.image.{key}=" in labels
     text = DOCKERFILES[name].read_text()
-    assert "COPY .whl/ /wheels/" in text  # the offline path: a wheel directory, --no-index --find-links
+    # The offline path: a wheel directory, --no-index --find-links, mounted into every step that installs
+    # and copied into none, so that no layer of the runtime stage carries the wheels.
+    pip_runs = [a for i, a in ins if i == "RUN" and "pip install" in a]
+    assert len(pip_runs) == 3 and all(a.startswith("--mount=type=bind,source=.whl,target=/wheels ") for a in pip_runs)
+    assert not [a for i, a in ins if i == "COPY" and ".whl" in a]
     assert not re.search(r"(?i)(token|password|api_key)\s*=", text), "no secrets baked in"
     # The model and the adapters come from volumes: nothing copies them in, and caches point at volumes.
     assert not [a for i, a in ins if i == "COPY" and ("models" in a or "adapters" in a)]

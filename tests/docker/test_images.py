@@ -112,6 +112,8 @@ def test_serve_runs_as_non_root_on_a_read_only_root(serve_container):
     assert podman("exec", name, "id", "-u").stdout.strip() == "10001"
     wrote = podman("exec", name, "sh", "-c", "touch /opt/venv/probe", check=False)
     assert wrote.returncode != 0 and "Read-only file system" in wrote.stderr
+    # The wheel directory was mounted into the install steps, never copied: the image carries none of it.
+    assert podman("exec", name, "test", "-e", "/wheels", check=False).returncode != 0
     # The image's HEALTHCHECK (python urllib, no curl) passes against the running server.
     health = podman("healthcheck", "run", name, check=False)
     assert health.returncode == 0, health.stdout + health.stderr
