@@ -5,7 +5,8 @@ written for this benchmark, independently of the data generator's templates: 24 
 questions (porting, eSIM, roaming prices, plan limits, what a term means), 12 faults with no evidence for a
 cause, 10 faults where the customer's words point to one (`evidence`: the glossary cause id). None is a
 training conversation. Every model is asked through `supportkit serve` (OpenAI chat route), greedy, with the
-same token limit; the shipped adapter is grounded by the server exactly as at training, the others are not.
+same token limit; an adapter trained grounded (its manifest records the knowledge base and k) is grounded by
+the server exactly as at training, the base model is not.
 
 Scores (mean over questions, with 95% bootstrap intervals over questions, 2,000 resamples, seed 0):
 - cosine: all-MiniLM-L6-v2 cosine between answer and reference (the eval reference judge's model);
