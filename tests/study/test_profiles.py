@@ -59,3 +59,14 @@ def test_only_selects_runs(tmp_path):
     profile.sweep.only = [16]
     with pytest.raises(StudyError, match="out of range"):
         sweep_configs(profile, Layout(tmp_path), Path("/m"))
+
+
+@pytest.mark.parametrize("name", ["laptop", "mini"])
+def test_cpu_profiles_train_on_a_cpu_without_bf16_instructions(name, tmp_path, monkeypatch):
+    """An explicit bfloat16 is refused on such CPUs (emulated: ~50x slower); the CPU profiles must not ask for it."""
+    from common import cpu
+    from train import recipe
+
+    monkeypatch.setattr(cpu, "native_bf16", lambda: False)
+    for _, cfg, _ in sweep_configs(load_profile(name), Layout(tmp_path), Path("/m")):
+        assert recipe._use_bf16(cfg, "cpu") is False, cfg.name
